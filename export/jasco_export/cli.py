@@ -1,0 +1,122 @@
+"""``jasco-export`` command line.
+
+    jasco-export --model facebook/jasco-chords-drums-400M [--out engines/NAME] [...]
+    jasco-export make-tiny --out DIR          # tiny random models in a Hugging Face cache layout
+    jasco-export demo [--out DIR]             # tiny model → export → jasco-run → wav + parity table
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import typing as tp
+from pathlib import Path
+
+from .errors import JascoError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jasco-export", description="Export a JASCO checkpoint to ONNX / TensorRT "
+                                "and check every graph against the PyTorch reference.",
+                                epilog="Other commands: `jasco-export make-tiny --out DIR`, `jasco-export demo`.")
+    p.add_argument("--model", required=True, help="hub id (e.g. facebook/jasco-chords-drums-400M) or local folder")
+    p.add_argument("--out", type=Path, help="output folder (default engines/<model-name>)")
+    p.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16 (default both)")
+    p.add_argument("--backend", default="onnx", choices=["onnx", "trt", "all"],
+                   help="onnx: ONNX graphs only; trt/all: also FP16 TensorRT engines (needs tensorrt + GPU)")
+    p.add_argument("--max-batch", type=int, default=6, help="max CFG rows per engine call (prompts × terms), default 6")
+    p.add_argument("--max-text-tokens", type=int, default=128, help="max T5 tokens in the engines' profiles")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--t5", help="T5 hub id or folder overriding the one named in xp.cfg")
+    p.add_argument("--chords-mapping", help="chord_to_index_mapping.pkl (default: next to the checkpoint)")
+    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--graphs", help="comma list of graphs to export (default all)")
+    p.add_argument("--no-parity-gate", action="store_true", help="keep the artifacts even if parity fails")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end Euler-10 parity run")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def _export(argv: tp.Sequence[str]) -> int:
+    from .exporter import ExportOptions, run_export
+
+    a = _export_parser().parse_args(argv)
+    opts = ExportOptions(model=a.model, out=a.out, precisions=tuple(p.strip() for p in a.precision.split(",") if p.strip()),
+                         backend=a.backend, max_batch=a.max_batch, max_text_tokens=a.max_text_tokens, opset=a.opset,
+                         t5=a.t5, chords_mapping=a.chords_mapping, revision=a.revision, parity_gate=not a.no_parity_gate,
+                         force=a.force, graphs=a.graphs.split(",") if a.graphs else None, end_to_end=not a.no_e2e)
+    res = run_export(opts)
+    print(f"[jasco-export] wrote {res.out} in {res.timings['total']:.1f} s — "
+          f"parity {'PASSED' if res.parity['passed'] else 'FAILED (kept: --no-parity-gate)'}")
+    return 0 if res.parity["passed"] else EXIT_FAILED
+
+
+def _make_tiny(argv: tp.Sequence[str]) -> int:
+    from .tiny import make_tiny_models
+
+    p = argparse.ArgumentParser(prog="jasco-export make-tiny",
+                                description="Write tiny random JASCO models (release format) into a Hugging Face cache.")
+    p.add_argument("--out", type=Path, required=True, help="folder; the cache goes to OUT/hub")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    hub = make_tiny_models(a.out, seed=a.seed, force=a.force)
+    print(f"tiny models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub} HF_HUB_OFFLINE=1\n"
+          "  jasco-export --model jasco-tiny/chords-drums")
+    return 0
+
+
+def _demo(argv: tp.Sequence[str]) -> int:
+    """Tiny model end to end: make-tiny → export (with parity table) → jasco-run → wav."""
+    p = argparse.ArgumentParser(prog="jasco-export demo", description=_demo.__doc__)
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--variant", default="chords-drums", choices=["chords-drums", "chords-drums-melody"])
+    a = p.parse_args(argv)
+    from .exporter import ExportOptions, run_export
+    from .tiny import make_tiny_models
+
+    hub = make_tiny_models(a.out / "tiny")
+    os.environ["HF_HUB_CACHE"] = str(hub.resolve())
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants as hc  # the hub reads these at import time
+
+    hc.HF_HUB_CACHE = str(hub.resolve())
+    hc.HF_HUB_OFFLINE = True
+    engines = a.out / "engines" / a.variant
+    res = run_export(ExportOptions(model=f"jasco-tiny/{a.variant}", out=engines, force=True))
+    from jasco_runtime.cli import main as run_main
+
+    wav = a.out / "demo.wav"
+    code = run_main(["--engines", str(engines), "--text", "upbeat funk groove with slap bass",
+                     "--chords", "C:0 F:2.5 G:5 C:7.5", "--cfg-all", "1.25", "--cfg-txt", "2.5", "--steps", "10",
+                     "--seed", "0", "--out", str(wav)])
+    print(f"[demo] engines: {engines}\n[demo] parity: {'PASSED' if res.parity['passed'] else 'FAILED'} "
+          f"({engines / 'parity.json'})\n[demo] audio: {wav}")
+    return code if res.parity["passed"] else EXIT_FAILED
+
+
+def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"make-tiny": _make_tiny, "demo": _demo}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return _export(argv)
+    except JascoError as exc:
+        print(f"jasco-export: error: {exc}", file=sys.stderr)
+        from .errors import InputError, ModelNotFoundError, CheckpointError
+
+        return EXIT_BAD_INPUT if isinstance(exc, (InputError, ModelNotFoundError, CheckpointError)) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("jasco-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

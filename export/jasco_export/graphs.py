@@ -1,0 +1,209 @@
+"""One declaration per exported graph: its module, I/O names, dynamic axes, profile and sample input.
+
+The exporter, the parity gate, the TensorRT builder, the manifest and the runtime all read these
+declarations (the TensorRT demo/Diffusion pattern: each network owns its whole I/O contract).
+
+Graph contracts (B = prompts × CFG terms, L = text tokens, T = latent frames, S = samples):
+
+=================  ===========================================  ==========================================
+graph              inputs                                       outputs
+=================  ===========================================  ==========================================
+text_encoder       input_ids [B, L] int64, attention_mask [B,L]  text [B, L, dim] (output_proj(T5)·mask)
+drums_encoder      wav [B, 1, S] float32 (S = 10 s · 32 kHz)     drums [B, T, drums_dim] (codes → blur → proj)
+flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] raw vector field per row
+                   chords [B, T, 16], drums [B, T, 2],            (CFG combination happens in the runtime)
+                   (melody [B, T, 16])
+encodec_decoder    latents [B, T, 128] (normalized)               audio [B, 1, S]; un-normalisation folded in
+encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
+=================  ===========================================  ==========================================
+
+Chords and melody embedders are tiny lookups / affine maps: exported as tables (``tables.npz``), not graphs.
+"""
+from __future__ import annotations
+
+import typing as tp
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .flow_model import FlowModel
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from .jasco import JASCO
+
+
+@dataclass
+class TensorSpec:
+    """Name, dtype and shape of one graph input/output; ints are fixed, strings are dynamic axes."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tp.Tuple[tp.Union[int, str], ...]
+
+
+@dataclass
+class ProfileRange:
+    """min / opt / max of a dynamic axis, for TensorRT optimisation profiles."""
+
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass
+class GraphSpec:
+    """Everything about one exported graph except its weights."""
+
+    name: str
+    module: nn.Module
+    inputs: tp.List[TensorSpec]
+    outputs: tp.List[TensorSpec]
+    axes: tp.Dict[str, ProfileRange] = field(default_factory=dict)
+    description: str = ""
+    fp32_ops: tp.Tuple[str, ...] = ()
+
+    def shape(self, spec: TensorSpec, sizes: tp.Dict[str, int]) -> tp.Tuple[int, ...]:
+        return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+
+    def sample(self, sizes: tp.Dict[str, int], generator: torch.Generator) -> tp.Dict[str, torch.Tensor]:
+        """Random inputs of the given axis sizes (ids in the vocabulary, masks of ones)."""
+        out = {}
+        for spec in self.inputs:
+            shape = self.shape(spec, sizes)
+            if spec.name == "input_ids":
+                out[spec.name] = torch.randint(2, getattr(self, "vocab_size", 32), shape, generator=generator)
+            elif spec.name == "attention_mask":
+                out[spec.name] = torch.ones(shape, dtype=torch.int64)
+            elif spec.name == "t":
+                out[spec.name] = torch.rand(shape, generator=generator)
+            elif spec.name == "wav":
+                out[spec.name] = 0.1 * torch.randn(shape, generator=generator)
+            else:
+                out[spec.name] = torch.randn(shape, generator=generator)
+        return out
+
+    def to_manifest(self) -> tp.Dict[str, tp.Any]:
+        return {"inputs": [vars(s) | {"shape": list(s.shape)} for s in self.inputs],
+                "outputs": [vars(s) | {"shape": list(s.shape)} for s in self.outputs],
+                "profile": {k: vars(v) for k, v in self.axes.items()},
+                "description": self.description}
+
+
+# -- wrappers with explicit tensor I/O ---------------------------------------------------------------
+class TextEncoder(nn.Module):
+    def __init__(self, t5: nn.Module, output_proj: nn.Linear):
+        super().__init__()
+        self.t5 = t5
+        self.output_proj = output_proj
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.t5(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.output_proj(hidden) * attention_mask.unsqueeze(-1).to(hidden.dtype)
+
+
+class DrumsEncoder(nn.Module):
+    """EnCodec encoder → nearest layer-0 codebook entry → codebook vector → blur → output_proj."""
+
+    def __init__(self, drums_conditioner: nn.Module):
+        super().__init__()
+        self.cond = drums_conditioner
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        codes = self.cond.drum_codes(wav)
+        return self.cond.output_proj(self.cond.codes_to_latents(codes))
+
+
+class FlowStep(nn.Module):
+    def __init__(self, flow: FlowModel, temporal: tp.Sequence[str]):
+        super().__init__()
+        self.flow = flow
+        self.temporal = list(temporal)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor, *temporal: torch.Tensor) -> torch.Tensor:
+        conds = {"description": (text, text[..., 0])}
+        for name, value in zip(self.temporal, temporal):
+            conds[name] = (value, value[..., 0])
+        return self.flow(z, t, conds)
+
+
+class EncodecDecoder(nn.Module):
+    """Normalized latents [B, T, D] → audio; folds audiocraft's latent un-normalisation in."""
+
+    def __init__(self, decoder: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.decoder = decoder
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder((latents * self.std + self.mean).permute(0, 2, 1))
+
+
+class EncodecEncoder(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encoder(wav)
+
+
+TEMPORAL_NAMES = {"chords": "chords", "self_wav": "drums", "melody": "melody"}
+"""Conditioner name → graph input name of the flow step."""
+
+
+def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 128,
+                   opt_batch: int = 3, opt_text_tokens: int = 16) -> tp.Dict[str, GraphSpec]:
+    """The graphs of a loaded model.  ``max_batch`` counts CFG rows (prompts × terms)."""
+    model = jasco.model
+    conds = model.condition_provider.conditioners
+    cfg = jasco.cfg
+    T = jasco.n_frames
+    S = int(cfg.segment_duration * cfg.sample_rate)
+    dim = cfg.transformer.dim
+    batch = ProfileRange(1, opt_batch, max_batch)
+    text_len = ProfileRange(1, opt_text_tokens, max_text_tokens)
+    graphs: tp.Dict[str, GraphSpec] = {}
+
+    t5c = conds["description"]
+    text = GraphSpec(
+        "text_encoder", TextEncoder(t5c.t5, t5c.output_proj),
+        [TensorSpec("input_ids", "int64", ("batch", "text_len")), TensorSpec("attention_mask", "int64", ("batch", "text_len"))],
+        [TensorSpec("text", "float32", ("batch", "text_len", dim))],
+        {"batch": batch, "text_len": text_len},
+        "T5 encoder + output_proj, padded positions zeroed", fp32_ops=("T5 feed-forward", "LayerNorm", "Softmax"))
+    text.vocab_size = int(t5c.t5.config.vocab_size)  # type: ignore[attr-defined]
+    graphs["text_encoder"] = text
+
+    temporal = [n for n in ("chords", "self_wav", "melody") if n in conds]
+    dims = {"chords": cfg.transformer.chords_dim, "self_wav": cfg.transformer.drums_dim, "melody": cfg.transformer.melody_dim}
+    if "self_wav" in conds:
+        graphs["drums_encoder"] = GraphSpec(
+            "drums_encoder", DrumsEncoder(conds["self_wav"]),
+            [TensorSpec("wav", "float32", ("batch", 1, S))],
+            [TensorSpec("drums", "float32", ("batch", T, dims["self_wav"]))],
+            {"batch": ProfileRange(1, 1, max_batch)},
+            "EnCodec encoder, layer-0 RVQ argmin, codebook lookup, temporal blur, output_proj")
+    graphs["flow_step"] = GraphSpec(
+        "flow_step", FlowStep(model, temporal),
+        [TensorSpec("z", "float32", ("batch", T, cfg.transformer.flow_dim)), TensorSpec("t", "float32", ("batch",)),
+         TensorSpec("text", "float32", ("batch", "text_len", dim))]
+        + [TensorSpec(TEMPORAL_NAMES[n], "float32", ("batch", T, dims[n])) for n in temporal],
+        [TensorSpec("v", "float32", ("batch", T, cfg.transformer.flow_dim))],
+        {"batch": batch, "text_len": text_len},
+        "vector field v_θ(z, t | text, temporal conditions) for every CFG row",
+        fp32_ops=("LayerNorm", "Softmax"))
+    comp = jasco.compression_model.model
+    graphs["encodec_decoder"] = GraphSpec(
+        "encodec_decoder", EncodecDecoder(comp.decoder, cfg.latent_mean, cfg.latent_std),
+        [TensorSpec("latents", "float32", ("batch", T, cfg.latent_dim))],
+        [TensorSpec("audio", "float32", ("batch", 1, S))],
+        {"batch": ProfileRange(1, 1, max(1, max_batch // 2))},
+        "EnCodec decoder; latents·std + mean folded in")
+    graphs["encodec_encoder"] = GraphSpec(
+        "encodec_encoder", EncodecEncoder(comp.encoder),
+        [TensorSpec("wav", "float32", ("batch", 1, S))],
+        [TensorSpec("latents", "float32", ("batch", cfg.latent_dim, T))],
+        {"batch": ProfileRange(1, 1, max(1, max_batch // 2))},
+        "EnCodec encoder (continuous latents)")
+    return graphs

@@ -1,0 +1,124 @@
+"""Trace the declared graphs to ONNX (fp32), fold weight norm, check, and convert to mixed fp16.
+
+Large graphs (the 1B flow step is ~4 GB in fp32) are written with external data, which ONNX Runtime
+and TensorRT's ``parse_from_file`` read from the same folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import typing as tp
+import warnings
+from pathlib import Path
+
+import torch
+
+from .graphs import GraphSpec
+
+logger = logging.getLogger(__name__)
+TWO_GB = 2 ** 31 - 1
+
+
+@contextlib.contextmanager
+def weight_norm_folded(module: torch.nn.Module):
+    """Temporarily replace weight-norm parametrizations by their plain tensors (no training-only ops)."""
+    from torch.nn.utils import parametrize
+
+    saved = []
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            saved.append((m, m.parametrizations.weight.original0.detach().clone(),
+                          m.parametrizations.weight.original1.detach().clone()))
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    try:
+        yield module
+    finally:
+        from torch.nn.utils.parametrizations import weight_norm
+
+        for m, g, v in saved:
+            weight_norm(m, name="weight")
+            with torch.no_grad():
+                m.parametrizations.weight.original0.copy_(g)
+                m.parametrizations.weight.original1.copy_(v)
+
+
+def _sizes_for_export(spec: GraphSpec) -> tp.Dict[str, int]:
+    # trace with sizes ≠ 1 so no dynamic axis gets specialised away
+    return {name: max(2, min(r.opt, r.max)) for name, r in spec.axes.items()}
+
+
+def export_graph(spec: GraphSpec, path: Path, opset: int = 17) -> Path:
+    """Export one graph to ``path`` (fp32) with its dynamic axes; external data when > 2 GB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    sample = spec.sample(_sizes_for_export(spec), gen)
+    args = tuple(sample[s.name] for s in spec.inputs)
+    dynamic_axes = {}
+    for s in spec.inputs + spec.outputs:
+        axes = {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
+        if axes:
+            dynamic_axes[s.name] = axes
+    module = spec.module.eval()
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    with weight_norm_folded(module), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=[s.name for s in spec.inputs],
+                          output_names=[s.name for s in spec.outputs], dynamic_axes=dynamic_axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=True)
+    if n_bytes > TWO_GB * 0.9:
+        for f in path.parent.glob(path.name + "*.data"):
+            f.unlink()
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        onnx.checker.check_model(str(path))
+    else:
+        onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes_path(str(path), str(path)) if n_bytes < TWO_GB * 0.9 else None
+    return path
+
+
+# nodes kept in fp32 inside fp16 graphs: reductions and exponentials that overflow fp16
+FP32_OP_TYPES = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax", "Exp", "ReduceSum", "Erf")
+
+
+def convert_fp16(src: Path, dst: Path, keep_fp32: tp.Sequence[str] = FP32_OP_TYPES) -> tp.Dict[str, tp.Any]:
+    """Mixed-precision copy of an fp32 graph: fp16 weights/activations with fp32 islands.
+
+    Uses onnxconverter-common's ``convert_float_to_float16`` with an op block list (keep_io_types, so
+    the graph I/O stays float32 and the runtime needs no casts).  Returns what was kept in fp32.
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src), load_external_data=True)
+    blocked = sorted({n.op_type for n in model.graph.node if n.op_type in keep_fp32})
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32),
+                                                 disable_shape_infer=False)
+    big = converted.ByteSize() > TWO_GB * 0.9
+    onnx.save_model(converted, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
+                    location=dst.name + ".data" if big else None)
+    onnx.checker.check_model(str(dst))
+    return {"fp32_op_types": blocked, "tool": "onnxconverter_common.float16", "keep_io_types": True}
+
+
+def graph_ops(path: Path) -> tp.Dict[str, int]:
+    """op_type → count over the main graph (for the TensorRT compatibility check)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    counts: tp.Dict[str, int] = {}
+    for node in model.graph.node:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def file_size(path: Path) -> int:
+    total = path.stat().st_size
+    for f in path.parent.glob(path.name + ".data"):
+        total += f.stat().st_size
+    return total

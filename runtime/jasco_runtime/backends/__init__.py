@@ -1,0 +1,46 @@
+"""Inference backends.  Each one imports its library lazily, so ``jasco_runtime`` imports with numpy only."""
+from __future__ import annotations
+
+import typing as tp
+from pathlib import Path
+
+from ..errors import InputError
+from .base import Engine
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def available_backends() -> tp.List[str]:
+    """Backends whose library can be imported here (TensorRT also needs a CUDA device)."""
+    import importlib.util
+
+    out = []
+    if importlib.util.find_spec("onnxruntime") is not None:
+        out.append("onnxruntime")
+    if importlib.util.find_spec("tensorrt") is not None:
+        out.append("tensorrt")
+    return out
+
+
+def open_engine(backend: str, files: tp.Dict[str, str], folder: Path, name: str,
+                providers: tp.Optional[tp.Sequence[str]] = None, precision: str = "fp32") -> Engine:
+    """Open graph ``name`` with ``backend`` ('onnxruntime' | 'tensorrt')."""
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTEngine
+
+        key = "trt-fp16"
+        if key not in files:
+            raise InputError(f"no TensorRT engine for {name} in {folder}; build it on this machine with "
+                             "`jasco-export --backend trt` (engines are not portable across GPUs/TensorRT versions)")
+        return TensorRTEngine(folder / files[key], name)
+    if backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeEngine
+
+        key = f"onnx-{precision}"
+        if key not in files:
+            raise InputError(f"no {precision} ONNX graph for {name} in {folder}; available: {sorted(files)}")
+        return OnnxRuntimeEngine(folder / files[key], name, providers)
+    raise InputError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+
+
+__all__ = ["Engine", "open_engine", "available_backends", "BACKENDS"]

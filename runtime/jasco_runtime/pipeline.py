@@ -1,0 +1,244 @@
+"""``JascoPipeline``: JASCO generation from exported graphs with numpy only (no torch).
+
+The pipeline forms the multi-source CFG batch (audiocraft/models/flow_matching.py
+``_multi_source_cfg_preprocess``), computes every condition once per generation, drives an ODE solver
+whose vector field is one flow-step engine call for all prompts × CFG terms (chunked above the
+engine's max batch), and decodes the latents with the EnCodec decoder graph.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio_io, chords as chords_mod
+from .backends import available_backends, open_engine
+from .errors import InputError
+from .guidance import CFGTerm, cfg_terms, combine_vector_fields
+from .manifest import Manifest, load_manifest
+from .solvers import SOLVERS
+from .text import TextTokenizer
+
+logger = logging.getLogger(__name__)
+ChordsInput = tp.Union[None, str, os.PathLike, tp.Sequence[tp.Tuple[str, float]]]
+
+
+@dataclass
+class GenerationResult:
+    audio: np.ndarray  # [B, 1, samples] float32
+    latents: np.ndarray  # [B, T, D] normalized latents
+    sample_rate: int
+    nfe: int
+    timings: tp.Dict[str, float] = field(default_factory=dict)
+    terms: tp.List[CFGTerm] = field(default_factory=list)
+
+
+@dataclass
+class Conditions:
+    """Condition tensors of the CFG batch (term-major rows), computed once per generation."""
+
+    text: np.ndarray  # [N, L, dim]
+    temporal: tp.Dict[str, np.ndarray]  # graph input name → [N, T, C]
+
+
+def _timer() -> tp.Callable[[], float]:
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start
+
+
+class JascoPipeline:
+    """Exported JASCO graphs + tokenizer + tables, driven by numpy."""
+
+    def __init__(self, manifest: Manifest, engines: tp.Dict[str, tp.Any], backend: str):
+        self.manifest = manifest
+        self.engines = engines
+        self.backend = backend
+        self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
+        tables = np.load(manifest.path("tables"))
+        self.tables = {k: tables[k] for k in tables.files}
+        self.chords_mapping = chords_mod.load_chord_mapping(manifest.path("chords_mapping")) if manifest.has_chords else {}
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, engines_dir: tp.Union[str, os.PathLike], backend: str = "auto",
+                 providers: tp.Optional[tp.Sequence[str]] = None, precision: tp.Optional[str] = None) -> "JascoPipeline":
+        """Open an export folder.  ``backend``: 'auto' (TensorRT engines if built and importable, else
+        ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' (ONNX Runtime)."""
+        manifest = load_manifest(engines_dir)
+        has_trt = all("trt-fp16" in g.files for g in manifest.graphs.values() if g.name != "encodec_encoder")
+        if backend == "auto":
+            backend = "tensorrt" if (has_trt and "tensorrt" in available_backends()) else "onnxruntime"
+        if backend == "onnxruntime" and "onnxruntime" not in available_backends():
+            raise InputError("onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu), "
+                             "or use --backend tensorrt with engines built on this machine")
+        if precision is None:
+            gpu = bool(providers) and any(p.lower() in ("cuda", "cudaexecutionprovider") for p in providers)
+            precision = "fp16" if gpu and all("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
+        names = ["text_encoder", "flow_step", "encodec_decoder"] + (["drums_encoder"] if manifest.has_drums else [])
+        engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision)
+                   for n in names}
+        return cls(manifest, engines, backend)
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def _frames(self, chords: ChordsInput) -> tp.Optional[np.ndarray]:
+        if chords is None or (not isinstance(chords, (str, os.PathLike)) and len(chords) == 0):
+            return None
+        if isinstance(chords, (str, os.PathLike)):
+            chords = chords_mod.parse_chords(chords)
+        m = self.manifest
+        return chords_mod.frame_chords(list(chords), self.chords_mapping, m.frame_rate, m.duration)
+
+    def _drums(self, drums: tp.Any, sample_rate: tp.Optional[int]) -> tp.Optional[np.ndarray]:
+        if drums is None:
+            return None
+        if not self.manifest.has_drums:
+            raise InputError("this model has no drums conditioner; drop --drums")
+        if isinstance(drums, (str, os.PathLike)):
+            drums, sample_rate = audio_io.load_audio(drums)
+        if sample_rate is None:
+            raise InputError("drums given as an array need drums_sample_rate")
+        return audio_io.prepare_drums(np.asarray(drums, dtype=np.float32), int(sample_rate),
+                                      self.manifest.sample_rate, self.manifest.duration)
+
+    def _melody(self, melody: tp.Any) -> tp.Optional[np.ndarray]:
+        if melody is None:
+            return None
+        if not self.manifest.has_melody:
+            raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); drop --melody")
+        if isinstance(melody, (str, os.PathLike)):
+            return audio_io.load_melody(melody)
+        mel = np.asarray(melody, dtype=np.float32)
+        bins = int(self.manifest.conditioners["melody"]["bins"])
+        if mel.ndim != 2 or bins not in mel.shape:
+            raise InputError(f"melody must be [{bins}, T] or [T, {bins}], got {mel.shape}")
+        return mel if mel.shape[0] == bins else mel.T
+
+    # -- conditions -------------------------------------------------------------------------------
+    def _run_chunked(self, name: str, inputs: tp.Dict[str, np.ndarray], output: str) -> np.ndarray:
+        """Call engine ``name`` over row chunks no larger than its profile's max batch."""
+        n = next(iter(inputs.values())).shape[0]
+        limit = self.manifest.graphs[name].max_size("batch") or n
+        parts = [self.engines[name](**{k: v[i:i + limit] for k, v in inputs.items()})[output]
+                 for i in range(0, n, limit)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def conditions(self, descriptions: tp.Sequence[tp.Optional[str]], terms: tp.Sequence[CFGTerm],
+                   frames: tp.Optional[np.ndarray], drums: tp.Optional[np.ndarray],
+                   melody: tp.Optional[np.ndarray], timings: tp.Dict[str, float]) -> Conditions:
+        """Rows are term-major: row i·B + b = term i, prompt b (same semantics as the torch reference)."""
+        m, T = self.manifest, self.manifest.n_frames
+        rows = [(term, d) for term in terms for d in descriptions]
+        clock = _timer()
+        ids, mask = self.tokenizer([None if term.drops_description else d for term, d in rows])
+        timings["tokenize"] = clock()
+        clock = _timer()
+        text = self._run_chunked("text_encoder", {"input_ids": ids, "attention_mask": mask}, "text")
+        timings["text_encoder"] = clock()
+        temporal: tp.Dict[str, np.ndarray] = {}
+        chords_given = frames is not None
+        if m.has_chords:
+            table = self.tables["chords_emb"]
+            null = table[int(m.conditioners["chords"]["null_index"])]
+            given = table[frames] if chords_given else None
+            temporal["chords"] = np.stack([null[None].repeat(T, 0) if (given is None or term.drops_chords) else given
+                                           for term, _ in rows]).astype(np.float32)
+        if m.has_drums:
+            bias = self.tables["drums_null"]
+            keeps = drums is not None and any(not term.drops_drums for term in terms)
+            clock = _timer()
+            encoded = self._run_chunked("drums_encoder", {"wav": drums[None, None]}, "drums")[0] if keeps else None
+            timings["drums_encoder"] = clock()
+            # dropped drums: a zero wav padded to the batch's longest → EnCodec "silence codes"; when no
+            # row keeps drums the wav stays 1 sample long → zero latents → projection bias (BEHAVIOUR §4)
+            dropped = self.tables["drums_silence"] if keeps else np.broadcast_to(bias, (T, bias.shape[-1]))
+            temporal["drums"] = np.stack([encoded if (keeps and not term.drops_drums) else dropped
+                                          for term, _ in rows]).astype(np.float32)
+        if m.has_melody:
+            w, b = self.tables["melody_weight"], self.tables["melody_bias"]
+            bins = w.shape[1]
+            mel = melody if melody is not None else np.zeros((bins, T), np.float32)
+
+            def project(x: np.ndarray) -> np.ndarray:  # [bins, Tm] → [T, C], zero-padded after projection
+                y = (x.T.astype(np.float32) @ w.T + b)[:T]
+                return np.concatenate([y, np.zeros((T - y.shape[0], y.shape[1]), np.float32)]) if y.shape[0] < T else y
+
+            kept, dropped_m = project(mel), project(np.zeros_like(mel))
+            temporal["melody"] = np.stack([dropped_m if term.drops_melody(chords_given) else kept
+                                           for term, _ in rows]).astype(np.float32)
+        return Conditions(text.astype(np.float32), temporal)
+
+    # -- generation -------------------------------------------------------------------------------
+    def vector_field(self, conditions: Conditions, terms: tp.Sequence[CFGTerm]) -> tp.Callable[[float, np.ndarray], np.ndarray]:
+        """v(t, z) for the solvers: one flow-step call over all rows, then the CFG combination."""
+        n = len(terms)
+
+        def field(t: float, z: np.ndarray) -> np.ndarray:
+            zz = np.concatenate([z] * n, axis=0) if n > 1 else z
+            tt = np.full((zz.shape[0],), t, dtype=np.float32)
+            v = self._run_chunked("flow_step", {"z": zz, "t": tt, "text": conditions.text, **conditions.temporal}, "v")
+            return combine_vector_fields(v, list(terms))
+
+        return field
+
+    def generate(self, descriptions: tp.Sequence[tp.Optional[str]], chords: ChordsInput = None, drums: tp.Any = None,
+                 melody: tp.Any = None, cfg_coef_all: tp.Optional[float] = None, cfg_coef_txt: tp.Optional[float] = None,
+                 solver: tp.Optional[str] = None, steps: tp.Optional[int] = None, rtol: tp.Optional[float] = None,
+                 atol: tp.Optional[float] = None, seed: tp.Optional[int] = None, init_noise: tp.Optional[np.ndarray] = None,
+                 progress: bool = True, drums_sample_rate: tp.Optional[int] = None) -> GenerationResult:
+        """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest."""
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        if not descriptions:
+            raise InputError("no text prompt given; pass at least one description (it may be empty)")
+        d = self.manifest.defaults
+        cfg_all = float(d["cfg_coef_all"] if cfg_coef_all is None else cfg_coef_all)
+        cfg_txt = float(d["cfg_coef_txt"] if cfg_coef_txt is None else cfg_coef_txt)
+        solver = solver or d["solver"]
+        if solver not in SOLVERS:
+            raise InputError(f"unknown solver {solver!r}; use one of {sorted(SOLVERS)}")
+        timings: tp.Dict[str, float] = {}
+        total = _timer()
+        terms = cfg_terms(cfg_all, cfg_txt)
+        frames = self._frames(chords)
+        drums_wav = self._drums(drums, drums_sample_rate)
+        mel = self._melody(melody)
+        conds = self.conditions(descriptions, terms, frames, drums_wav, mel, timings)
+        B, T, D = len(descriptions), self.manifest.n_frames, self.manifest.latent_dim
+        if init_noise is None:
+            init_noise = np.random.default_rng(seed).standard_normal((B, T, D)).astype(np.float32)
+        init_noise = np.asarray(init_noise, dtype=np.float32)
+        if init_noise.shape != (B, T, D):
+            raise InputError(f"init noise must be [{B}, {T}, {D}] for {B} prompt(s), got {list(init_noise.shape)}")
+        field_fn = self.vector_field(conds, terms)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=int(steps or d["steps"]) if solver != "dopri5" else None, unit="nfe", desc=f"{solver}")
+
+        def callback(nfe: int, estimate: int) -> None:
+            if bar is not None:
+                bar.update(1)
+
+        clock = _timer()
+        try:
+            if solver == "dopri5":
+                res = SOLVERS["dopri5"](field_fn, init_noise, rtol=float(rtol or d["rtol"]), atol=float(atol or d["atol"]),
+                                        callback=callback)
+            else:
+                res = SOLVERS[solver](field_fn, init_noise, int(steps or d["steps"]), callback=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        timings["flow"] = clock()
+        timings["flow_per_eval"] = timings["flow"] / max(res.nfe, 1)
+        clock = _timer()
+        audio = self._run_chunked("encodec_decoder", {"latents": res.z.astype(np.float32)}, "audio")
+        timings["decoder"] = clock()
+        timings["total"] = total()
+        return GenerationResult(audio=audio, latents=res.z, sample_rate=self.manifest.sample_rate, nfe=res.nfe,
+                                timings=timings, terms=list(terms))

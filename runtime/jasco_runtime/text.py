@@ -1,0 +1,32 @@
+"""T5 tokenization without transformers: ``tokenizers`` + the exported ``tokenizer.json``.
+
+Reproduces audiocraft's T5Conditioner.tokenize: the whole CFG batch is tokenized together, padded
+to its longest entry (no truncation, no fixed maximum), and missing descriptions ("" → ``</s>``)
+get an all-zero attention mask (BEHAVIOUR.md §3, §7).
+"""
+from __future__ import annotations
+
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+
+class TextTokenizer:
+    def __init__(self, path: tp.Union[str, Path], pad_id: int = 0, pad_token: str = "<pad>"):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.no_truncation()
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction="right")
+
+    def __call__(self, texts: tp.Sequence[tp.Optional[str]]) -> tp.Tuple[np.ndarray, np.ndarray]:
+        """→ (input_ids [B, L] int64, attention_mask [B, L] int64)."""
+        entries = [t if t is not None else "" for t in texts]
+        encodings = self.tokenizer.encode_batch(entries)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        for i, entry in enumerate(entries):
+            if entry == "":
+                mask[i] = 0
+        return ids, mask
