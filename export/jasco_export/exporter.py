@@ -193,7 +193,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
             _log(f"exporting {name} (fp32 ONNX, opset {opts.opset})")
             path = onnx_export.export_graph(spec, tmp / f"{name}.fp32.onnx", opts.opset)
             files[name] = {"onnx-fp32": path.name}
-            if "fp16" in opts.precisions:
+            if "fp16" in opts.precisions and not spec.fp16:
+                fp16_info[name] = {"kept_fp32": True, "reason": spec.description}
+            elif "fp16" in opts.precisions:
                 _log(f"converting {name} to mixed fp16")
                 info = onnx_export.convert_fp16(path, tmp / f"{name}.fp16.onnx")
                 files[name]["onnx-fp16"] = f"{name}.fp16.onnx"

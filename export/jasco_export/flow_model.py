@@ -26,7 +26,8 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """
     half = dim // 2
     freq = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * -(math.log(10000) / (half - 1)))
-    emb = t.float()[:, None] * freq[None, :]
+    t = t if t.dtype == torch.float32 else t.float()  # no Cast node in exported graphs
+    emb = t[:, None] * freq[None, :]
     emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
     if dim % 2 == 1:
         emb = nn.functional.pad(emb, (0, 1, 0, 0))

@@ -9,7 +9,8 @@ Graph contracts (B = prompts × CFG terms, L = text tokens, T = latent frames, S
 graph              inputs                                       outputs
 =================  ===========================================  ==========================================
 text_encoder       input_ids [B, L] int64, attention_mask [B,L]  text [B, L, dim] (output_proj(T5)·mask)
-drums_encoder      wav [B, 1, S] float32 (S = 10 s · 32 kHz)     drums [B, T, drums_dim] (codes → blur → proj)
+drums_encoder      wav [B, 1, S] float32 (S = 10 s · 32 kHz)     drums [B, T, drums_dim] (codes → blur → proj),
+                                                                codes [B, T] int64 (layer-0 RVQ codes)
 flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] raw vector field per row
                    chords [B, T, 16], drums [B, T, 2],            (CFG combination happens in the runtime)
                    (melody [B, T, 16])
@@ -62,6 +63,7 @@ class GraphSpec:
     axes: tp.Dict[str, ProfileRange] = field(default_factory=dict)
     description: str = ""
     fp32_ops: tp.Tuple[str, ...] = ()
+    fp16: bool = True  # False: the graph stays fp32 in every precision (numerically fragile)
 
     def shape(self, spec: TensorSpec, sizes: tp.Dict[str, int]) -> tp.Tuple[int, ...]:
         return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
@@ -109,9 +111,9 @@ class DrumsEncoder(nn.Module):
         super().__init__()
         self.cond = drums_conditioner
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         codes = self.cond.drum_codes(wav)
-        return self.cond.output_proj(self.cond.codes_to_latents(codes))
+        return self.cond.output_proj(self.cond.codes_to_latents(codes)), codes
 
 
 class FlowStep(nn.Module):
@@ -181,9 +183,10 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         graphs["drums_encoder"] = GraphSpec(
             "drums_encoder", DrumsEncoder(conds["self_wav"]),
             [TensorSpec("wav", "float32", ("batch", 1, S))],
-            [TensorSpec("drums", "float32", ("batch", T, dims["self_wav"]))],
+            [TensorSpec("drums", "float32", ("batch", T, dims["self_wav"])), TensorSpec("codes", "int64", ("batch", T))],
             {"batch": ProfileRange(1, 1, max_batch)},
-            "EnCodec encoder, layer-0 RVQ argmin, codebook lookup, temporal blur, output_proj")
+            "EnCodec encoder, layer-0 RVQ argmin, codebook lookup, temporal blur, output_proj; kept fp32 "
+            "(the argmin codes have small margins and flip in fp16; it runs once per generation)", fp16=False)
     graphs["flow_step"] = GraphSpec(
         "flow_step", FlowStep(model, temporal),
         [TensorSpec("z", "float32", ("batch", T, cfg.transformer.flow_dim)), TensorSpec("t", "float32", ("batch",)),

@@ -81,28 +81,66 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = 17) -> Path:
     return path
 
 
-# nodes kept in fp32 inside fp16 graphs: reductions and exponentials that overflow fp16
-FP32_OP_TYPES = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax", "Exp", "ReduceSum", "Erf")
+# op types kept in fp32 inside fp16 graphs: normalisations, reductions and exponentials that overflow
+# or lose too much in fp16, plus shape arithmetic (Range/Sin/Cos build the positional embeddings)
+FP32_OP_TYPES = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax", "Exp", "ReduceSum", "Erf",
+                 "Range", "Sin", "Cos")
+# node-name patterns kept in fp32: T5's feed-forward overflows fp16 (known T5 issue)
+FP32_NODE_PATTERNS = ("DenseReluDense",)
 
 
-def convert_fp16(src: Path, dst: Path, keep_fp32: tp.Sequence[str] = FP32_OP_TYPES) -> tp.Dict[str, tp.Any]:
+def convert_fp16(src: Path, dst: Path, keep_fp32: tp.Sequence[str] = FP32_OP_TYPES,
+                 keep_nodes: tp.Sequence[str] = FP32_NODE_PATTERNS) -> tp.Dict[str, tp.Any]:
     """Mixed-precision copy of an fp32 graph: fp16 weights/activations with fp32 islands.
 
-    Uses onnxconverter-common's ``convert_float_to_float16`` with an op block list (keep_io_types, so
-    the graph I/O stays float32 and the runtime needs no casts).  Returns what was kept in fp32.
+    Uses ONNX Runtime's ``transformers.float16.convert_float_to_float16`` with an op-type block list
+    and a node-name block list; ``keep_io_types`` keeps the graph I/O float32 so the runtime needs no
+    casts.  Returns what was kept in fp32 (recorded in the manifest).
     """
     import onnx
-    from onnxconverter_common import float16
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src), load_external_data=True)
-    blocked = sorted({n.op_type for n in model.graph.node if n.op_type in keep_fp32})
-    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32),
-                                                 disable_shape_infer=False)
-    big = converted.ByteSize() > TWO_GB * 0.9
+    del model.graph.value_info[:]  # stale fp32 value_info confuses the converter
+    blocked_nodes = [n.name for n in model.graph.node if any(p in n.name for p in keep_nodes)]
+    blocked_types = sorted({n.op_type for n in model.graph.node if n.op_type in keep_fp32})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32),
+                                             node_block_list=blocked_nodes)
+    _toposort(converted.graph)
+    big = converted.ByteSize() > TWO_GB * 0.9 if not big_model(model) else True
+    for f in dst.parent.glob(dst.name + ".data"):
+        f.unlink()
     onnx.save_model(converted, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
                     location=dst.name + ".data" if big else None)
     onnx.checker.check_model(str(dst))
-    return {"fp32_op_types": blocked, "tool": "onnxconverter_common.float16", "keep_io_types": True}
+    return {"fp32_op_types": blocked_types, "fp32_nodes": len(blocked_nodes),
+            "fp32_node_patterns": list(keep_nodes), "tool": "onnxruntime.transformers.float16", "keep_io_types": True}
+
+
+def _toposort(graph: tp.Any) -> None:
+    """Re-order nodes topologically (the converter appends the casts it inserts at the end)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    nodes = list(graph.node)
+    ordered = []
+    while nodes:
+        rest = []
+        for n in nodes:
+            if all(i in produced for i in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(nodes):
+            raise RuntimeError("fp16 conversion produced a graph with a cycle or a dangling input")
+        nodes = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def big_model(model: tp.Any) -> bool:
+    return sum(t.ByteSize() for t in model.graph.initializer) > TWO_GB * 0.9
 
 
 def graph_ops(path: Path) -> tp.Dict[str, int]:

@@ -46,6 +46,33 @@ def _skip(check: str, precision: str, reason: str) -> tp.Dict[str, tp.Any]:
             "metric": "-", "threshold": None, "status": "SKIP", "reason": reason}
 
 
+CODE_AGREEMENT = 0.99
+
+
+def _drums_row(check: str, precision: str, backend: str, refs: tp.List[np.ndarray], gots: tp.List[np.ndarray],
+               metric: str, threshold: float) -> tp.Dict[str, tp.Any]:
+    """Drums: the layer-0 codes are argmin decisions with small margins (BEHAVIOUR.md §5), so a code
+    may flip on a near tie between two correct float32 implementations.  Gate on code agreement
+    (≥ 99 %) and on the embedding error over the blur groups whose codes all agree."""
+    (ref, ref_codes), (got, got_codes) = refs, gots
+    agree = float(np.mean(ref_codes == got_codes))
+    f = ref_codes.shape[1]
+    group = np.ones_like(ref_codes, dtype=bool)
+    for b in range(ref_codes.shape[0]):  # a flipped code changes its whole blur group of 3 frames
+        bad = np.nonzero(ref_codes[b] != got_codes[b])[0]
+        for i in bad:
+            s = (i // 3) * 3
+            group[b, s:s + 3] = False
+    row = _row(check, precision, backend, ref[group], got[group], metric, threshold)
+    row["code_agreement"] = agree
+    row["frames_compared"] = int(group.sum())
+    row["max_abs_all_frames"] = max_abs(got, ref)
+    if agree < CODE_AGREEMENT:
+        row["status"] = "FAIL"
+    row["note"] = f"codes agree {agree:.2%}"
+    return row
+
+
 def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0) -> np.ndarray:
     """A drum-like test signal: decaying kick (55 Hz) on beats, noise snare on off-beats."""
     rng = np.random.default_rng(seed)
@@ -117,6 +144,9 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
         sizes = {k: min(max(2, r.opt), r.max) for k, r in spec.axes.items()}
         cases = {"random": spec.sample(sizes, gen), "realistic": real.get(name)}
         for precision in opts.precisions:
+            if precision == "fp16" and not spec.fp16:
+                rows.append(_skip(name, precision, "graph kept fp32 (runs once per generation)"))
+                continue
             path = folder / f"{name}.{precision}.onnx"
             providers, backend = _ort_sessions(folder, precision)
             try:
@@ -129,15 +159,19 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
                     continue
                 log(f"parity {name} {precision} {case}")
                 with torch.no_grad():
-                    ref = spec.module(*[inputs[s.name] for s in spec.inputs]).float().numpy()
+                    refs = spec.module(*[inputs[s.name] for s in spec.inputs])
+                refs = [r.numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
                 feeds = {s.name: inputs[s.name].numpy() for s in spec.inputs}
                 try:
-                    got = sess.run(None, feeds)[0]
+                    gots = sess.run(None, feeds)
                 except Exception as exc:
                     rows.append(_skip(f"{name}/{case}", precision, f"{backend} failed to run: {str(exc)[:120]}"))
                     continue
                 metric, thr = ("max_abs", FP32_MAX_ABS) if precision == "fp32" else ("rel_l2", FP16_REL_L2)
-                rows.append(_row(f"{name}/{case}", precision, backend, ref, got, metric, thr))
+                if name == "drums_encoder":
+                    rows.append(_drums_row(f"{name}/{case}", precision, backend, refs, gots, metric, thr))
+                else:
+                    rows.append(_row(f"{name}/{case}", precision, backend, refs[0], gots[0], metric, thr))
     if opts.end_to_end and {"text_encoder", "flow_step", "encodec_decoder"} <= set(graphs):
         rows.extend(end_to_end(jasco, folder, opts, log))
     passed = all(r["status"] != "FAIL" for r in rows)
@@ -193,6 +227,6 @@ def format_table(rows: tp.List[tp.Dict[str, tp.Any]]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         thr = "-" if r["threshold"] is None else f"{r['metric']} ≤ {r['threshold']:.0e}"
-        status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
+        status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "") + (f" ({r['note']})" if r.get("note") else "")
         lines.append(f"| {r['check']} | {r['precision']} | {r['backend']} | {f(r['max_abs'])} | {f(r['rel_l2'])} | {thr} | {status} |")
     return "\n".join(lines)

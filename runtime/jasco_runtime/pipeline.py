@@ -78,7 +78,7 @@ class JascoPipeline:
                              "or use --backend tensorrt with engines built on this machine")
         if precision is None:
             gpu = bool(providers) and any(p.lower() in ("cuda", "cudaexecutionprovider") for p in providers)
-            precision = "fp16" if gpu and all("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
+            precision = "fp16" if gpu and any("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
         names = ["text_encoder", "flow_step", "encodec_decoder"] + (["drums_encoder"] if manifest.has_drums else [])
         engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision)
                    for n in names}

@@ -37,6 +37,8 @@ def open_engine(backend: str, files: tp.Dict[str, str], folder: Path, name: str,
         from .onnxruntime_backend import OnnxRuntimeEngine
 
         key = f"onnx-{precision}"
+        if key not in files and "onnx-fp32" in files:
+            key = "onnx-fp32"  # graphs the exporter keeps in fp32 (e.g. drums_encoder)
         if key not in files:
             raise InputError(f"no {precision} ONNX graph for {name} in {folder}; available: {sorted(files)}")
         return OnnxRuntimeEngine(folder / files[key], name, providers)
