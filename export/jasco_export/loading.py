@@ -65,12 +65,12 @@ def _hub_download(repo_id: str, filename: str, revision: tp.Optional[str]) -> Pa
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise ModelNotFoundError(f"model {repo_id!r} (revision {revision or 'main'}) not found on the hub; "
                                  "check the id or pass a local directory") from exc
-    except EntryNotFoundError as exc:
-        raise ModelNotFoundError(f"{repo_id!r} has no {filename}; is it a JASCO release?") from exc
     except LocalEntryNotFoundError as exc:
         cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface/hub"
         raise ModelNotFoundError(f"{filename} of {repo_id!r} is not in the Hugging Face cache ({cache}) and the hub "
                                  "is unreachable or HF_HUB_OFFLINE=1; download it first or pass a local directory") from exc
+    except EntryNotFoundError as exc:
+        raise ModelNotFoundError(f"{repo_id!r} has no {filename}; is it a JASCO release?") from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not fetch {filename} of {repo_id!r}: {exc}") from exc
 

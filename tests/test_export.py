@@ -1,0 +1,126 @@
+"""jasco-export on the tiny model: graphs, manifest, parity gate, TensorRT skip, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def test_export_writes_every_artifact_and_passes_parity(tiny_engines):
+    out = tiny_engines.out
+    names = {p.name for p in out.iterdir()}
+    for graph in ("text_encoder", "drums_encoder", "flow_step", "encodec_decoder", "encodec_encoder"):
+        assert f"{graph}.fp32.onnx" in names
+    assert "flow_step.fp16.onnx" in names and "drums_encoder.fp16.onnx" not in names  # drums kept fp32
+    for f in ("manifest.json", "tables.npz", "tokenizer.json", "chords_mapping.json", "parity.json"):
+        assert f in names
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"]
+    checks = {(r["check"], r["precision"]): r for r in parity["rows"]}
+    assert checks[("flow_step/random", "fp32")]["max_abs"] <= 1e-4
+    assert checks[("e2e/euler10-latents", "fp32")]["max_abs"] <= 1e-4
+    assert checks[("e2e/euler10-audio", "fp32")]["max_abs"] <= 1e-4
+    assert checks[("e2e/euler10-latents", "fp16")]["rel_l2"] <= 3e-2
+    assert checks[("drums_encoder/realistic", "fp32")]["code_agreement"] >= 0.99
+
+
+def test_manifest_contract(tiny_engines):
+    m = json.loads((tiny_engines.out / "manifest.json").read_text())
+    assert m["schema_version"].startswith("1.")
+    assert m["model"]["id"] == "jasco-tiny/chords-drums" and m["model"]["variant"] == "chords-drums"
+    assert set(m["model"]["sha256"]) == {"state_dict.bin", "compression_state_dict.bin"}
+    assert m["audio"] == {"sample_rate": 32000, "channels": 1, "frame_rate": 50.0, "duration": 10.0,
+                          "n_frames": 500, "segment_samples": 320000}
+    assert m["latents"]["std"] == pytest.approx(4.0102) and m["latents"]["decoder_folds_unnormalisation"]
+    flow = m["graphs"]["flow_step"]
+    assert [i["name"] for i in flow["inputs"]] == ["z", "t", "text", "chords", "drums"]
+    assert flow["inputs"][0]["shape"] == ["batch", 500, 128]
+    assert flow["profile"]["batch"]["max"] == 6 and flow["profile"]["text_len"]["max"] == 128
+    assert m["conditioners"]["chords"]["null_index"] == 194
+    assert m["tensorrt"]["skipped"]  # no TensorRT here, recorded with its reason
+    for name, report in m["tensorrt"]["compatibility"].items():
+        assert report["ok"], (name, report["problems"])
+    assert "torch" in m["tools"] and "onnx" in m["tools"]
+
+
+def test_onnx_graphs_pass_checker_and_have_dynamic_batch(tiny_engines):
+    import onnx
+
+    for path in tiny_engines.out.glob("*.onnx"):
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch", path.name
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {"Dropout", "weight_norm"}, path.name
+
+
+def test_tables_match_the_reference(tiny_engines, tiny_cd):
+    import torch
+
+    t = np.load(tiny_engines.out / "tables.npz")
+    conds = tiny_cd.model.condition_provider.conditioners
+    np.testing.assert_array_equal(t["chords_emb"], conds["chords"].emb.weight.detach().numpy())
+    np.testing.assert_array_equal(t["drums_null"], conds["self_wav"].output_proj.bias.detach().numpy())
+    silence = conds["self_wav"](torch.zeros(1, 1, 320000))[0][0].detach().numpy()
+    np.testing.assert_allclose(t["drums_silence"], silence, atol=1e-6)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jasco_export.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_existing_output_needs_force(tiny_engines):
+    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(tiny_engines.out))
+    assert r.returncode == 2 and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_model_leaves_no_folder(tiny_hub, tmp_path):
+    out = tmp_path / "x"
+    r = _cli("--model", "jasco-tiny/nope", "--out", str(out))
+    assert r.returncode == 2 and "jasco-tiny/nope" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoint_leaves_no_folder(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "state_dict.bin").write_bytes(b"\x00" * 100)
+    (model / "compression_state_dict.bin").write_bytes(b"\x00" * 100)
+    r = _cli("--model", str(model), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "corrupt" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(tmp_path):  # pragma: no cover - CI runs as root
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(ro / "x"))
+    assert r.returncode == 2
+
+
+def test_unwritable_output_path_under_a_file(tiny_hub, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(blocker / "sub" / "out"))
+    assert r.returncode == 2 and "cannot write" in r.stderr
+
+
+def test_trt_backend_explicit_request_fails_clearly_without_tensorrt(tiny_hub, tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    out = tmp_path / "trt"
+    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(out), "--backend", "trt", "--precision", "fp32",
+             "--graphs", "flow_step", "--no-e2e")
+    assert r.returncode != 0 and "TensorRT" in r.stderr and not out.exists()

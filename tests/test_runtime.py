@@ -1,0 +1,141 @@
+"""jasco-run / JascoPipeline against the PyTorch reference, torch-free import, CLI behaviour."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, shared_path
+
+PROMPTS = ["upbeat funk groove", "calm piano ballad with a long intro"]
+CHORDS = [("C", 0.0), ("F", 2.5), ("G", 5.0), ("C", 7.5)]
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_engines):
+    from jasco_runtime import JascoPipeline
+
+    return JascoPipeline.from_dir(tiny_engines.out, backend="onnxruntime", providers=["cpu"])
+
+
+def _drums() -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    wav, sr = sf.read(str(shared_path("assets", "sep_drums_1.mp3")), dtype="float32", always_2d=True)
+    return wav.T, sr
+
+
+def _reference(tiny_cd, noise, drums=None, sr=32000, **params):
+    tiny_cd.set_generation_params(cfg_coef_all=1.25, cfg_coef_txt=2.5, **params)
+    return tiny_cd.generate_music(PROMPTS, chords=CHORDS, drums_wav=None if drums is None else torch.from_numpy(drums),
+                                  drums_sample_rate=sr, init_noise=torch.from_numpy(noise), return_output=True)
+
+
+def test_runtime_import_does_not_need_torch():
+    code = BLOCK_TORCH + "import jasco_runtime, jasco_runtime.pipeline, jasco_runtime.cli; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_euler10_with_real_drums_matches_reference(pipe, tiny_cd):
+    drums, sr = _drums()
+    noise = np.random.default_rng(0).standard_normal((2, 500, 128)).astype(np.float32)
+    ref = _reference(tiny_cd, noise, drums, sr, euler=True, euler_steps=10)
+    res = pipe.generate(PROMPTS, chords=CHORDS, drums=drums, drums_sample_rate=sr, cfg_coef_all=1.25, cfg_coef_txt=2.5,
+                        solver="euler", steps=10, init_noise=noise, progress=False)
+    assert res.nfe == 10 and ref.nfe == 10
+    assert np.abs(res.latents - ref.latents.numpy()).max() <= 1e-4
+    assert np.abs(res.audio - ref.audio.numpy()).max() <= 1e-4
+    assert set(res.timings) >= {"text_encoder", "drums_encoder", "flow", "decoder", "total"}
+
+
+def test_dopri5_tracks_reference(pipe, tiny_cd):
+    noise = np.random.default_rng(1).standard_normal((2, 500, 128)).astype(np.float32)
+    ref = _reference(tiny_cd, noise, ode_rtol=1e-4, ode_atol=1e-4)
+    res = pipe.generate(PROMPTS, chords=CHORDS, cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="dopri5", rtol=1e-4,
+                        atol=1e-4, init_noise=noise, progress=False)
+    assert abs(res.nfe - ref.nfe) <= 0.1 * ref.nfe
+    assert np.abs(res.latents - ref.latents.numpy()).max() <= 1e-3
+
+
+def test_second_order_solvers_approach_the_fine_solution(pipe):
+    noise = np.random.default_rng(2).standard_normal((1, 500, 128)).astype(np.float32)
+    kw = dict(chords=CHORDS, cfg_coef_all=1.25, cfg_coef_txt=2.5, init_noise=noise, progress=False)
+    fine = pipe.generate(["funk"], solver="dopri5", rtol=1e-6, atol=1e-6, **kw).latents
+    err = {s: np.abs(pipe.generate(["funk"], solver=s, steps=8, **kw).latents - fine).max() for s in ("euler", "midpoint", "heun")}
+    assert err["midpoint"] < err["euler"] and err["heun"] < err["euler"]
+
+
+def test_chunking_above_max_batch_gives_the_same_result(pipe, tiny_engines):
+    from jasco_runtime import JascoPipeline
+
+    small = JascoPipeline.from_dir(tiny_engines.out, backend="onnxruntime", providers=["cpu"])
+    for g in small.manifest.graphs.values():
+        if "batch" in g.profile:
+            g.profile["batch"]["max"] = 1
+    noise = np.random.default_rng(3).standard_normal((2, 500, 128)).astype(np.float32)
+    kw = dict(chords=CHORDS, cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=2, init_noise=noise, progress=False)
+    np.testing.assert_allclose(small.generate(PROMPTS, **kw).latents, pipe.generate(PROMPTS, **kw).latents, atol=1e-5)
+
+
+def _run(*args: str, block_torch: bool = True) -> subprocess.CompletedProcess:
+    code = (BLOCK_TORCH if block_torch else "") + "from jasco_runtime.cli import main; raise SystemExit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_generates_wavs_without_torch(tiny_engines, tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "song.wav"
+    r = _run("--engines", str(tiny_engines.out), "--text", "funk", "--text", "piano", "--chords", "C:0 F:4 G:6",
+             "--drums", str(shared_path("assets", "sep_drums_1.mp3")), "--steps", "3", "--seed", "1", "--out", str(out),
+             "--save-latents", str(tmp_path / "lat.npy"), "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["nfe"] == 3 and len(summary["outputs"]) == 2
+    for p in summary["outputs"]:
+        audio, sr = sf.read(p)
+        assert sr == 32000 and audio.shape == (320000,) and np.isfinite(audio).all()
+    assert np.load(tmp_path / "lat.npy").shape == (2, 500, 128)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engines", "/nonexistent/engines"], "does not exist"),
+    (["--melody", "MELODY"], "no melody conditioner"),
+    (["--chords", "C:zero"], "C:zero"),
+    (["--drums", "BADAUDIO"], "BADAUDIO"),
+])
+def test_cli_bad_input_is_one_line_exit_2_no_file(tiny_engines, tmp_path, args, message):
+    melody = tmp_path / "m.npy"
+    np.save(melody, np.zeros((53, 500), np.float32))
+    bad_audio = tmp_path / "bad.wav"
+    bad_audio.write_bytes(b"RIFF not really a wav")
+    args = [str(melody) if a == "MELODY" else str(bad_audio) if a == "BADAUDIO" else a for a in args]
+    message = str(bad_audio) if message == "BADAUDIO" else message
+    if "--engines" not in args:
+        args = ["--engines", str(tiny_engines.out)] + args
+    out = tmp_path / "o.wav"
+    r = _run(*args, "--text", "x", "--steps", "1", "--out", str(out), "--no-progress")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists() and [p for p in tmp_path.iterdir() if p.suffix == ".wav" and p != bad_audio] == []
+
+
+def test_manifest_schema_mismatch_is_clear(tiny_engines, tmp_path):
+    import shutil
+
+    copy = tmp_path / "eng"
+    shutil.copytree(tiny_engines.out, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["schema_version"] = "9.0"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    r = _run("--engines", str(copy), "--text", "x", "--out", str(tmp_path / "o.wav"))
+    assert r.returncode == 2 and "schema" in r.stderr
