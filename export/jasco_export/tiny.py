@@ -1,4 +1,4 @@
-"""Tiny random JASCO models in the exact release format, for offline tests and the demo.
+"""Tiny (or real-size) random JASCO models in the exact release format, for offline tests, demo, benchmarks.
 
 ``make_tiny_models(out)`` writes a Hugging Face hub cache under ``out/hub`` holding
 
@@ -28,10 +28,23 @@ from .config import parse_xp_cfg
 
 logger = logging.getLogger(__name__)
 
-T5_REPO = "jasco-tiny/t5"
-ENCODEC_REPO = "jasco-tiny/encodec_32khz"
 VARIANTS = {"chords-drums": False, "chords-drums-melody": True}  # name → has melody
-REPO_PREFIX = "jasco-tiny/"
+
+PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
+    # CI-sized: seconds to build, export and run
+    "tiny": {"org": "jasco-tiny", "arch": dict(dim=64, num_heads=4, num_layers=2),
+             "t5": dict(d_model=32, num_layers=2, num_heads=2, d_ff=64, d_kv=16),
+             "encodec": dict(num_filters=8, codebook_size=64)},
+    # the real 400M architecture (shared/spec, model_scale=small) with random weights, t5-base-sized T5
+    # and encodec_32khz-sized EnCodec: for scale tests and benchmarks (no download)
+    "400m": {"org": "jasco-random-400m", "arch": dict(dim=1024, num_heads=16, num_layers=24),
+             "t5": dict(d_model=768, num_layers=12, num_heads=12, d_ff=3072, d_kv=64),
+             "encodec": dict(num_filters=64, codebook_size=2048, kmeans_iters=2)},
+    # assumption: audiocraft's model_scale=medium (the 1B release config is not available offline)
+    "1b": {"org": "jasco-random-1b", "arch": dict(dim=1536, num_heads=24, num_layers=48),
+           "t5": dict(d_model=768, num_layers=12, num_heads=12, d_ff=3072, d_kv=64),
+           "encodec": dict(num_filters=64, codebook_size=2048, kmeans_iters=2)},
+}
 
 _ROOTS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 _QUALITIES = ["", "m", "7", "maj7", "m7", "6", "m6", "dim", "aug", "m7b5", "sus2", "sus4", "9", "m9", "add9", "7sus4"]
@@ -47,7 +60,7 @@ def tiny_chords_mapping() -> tp.Dict[str, int]:
 
 
 def tiny_xp_cfg(melody: bool, dim: int = 64, num_heads: int = 4, num_layers: int = 2,
-                skip_connections: bool = False) -> str:
+                skip_connections: bool = False, org: str = "jasco-tiny") -> str:
     """An xp.cfg YAML with every key audiocraft's JASCO builder reads, release-style interpolations,
     and the ``???`` / ``${oc.env:USER}`` values a release carries in sections inference never reads."""
     cfg: tp.Dict[str, tp.Any] = {
@@ -57,7 +70,7 @@ def tiny_xp_cfg(melody: bool, dim: int = 64, num_heads: int = 4, num_layers: int
         "datasource": {"train": "???", "valid": "???", "evaluate": "???", "generate": "???"},
         "sample_rate": 32000, "channels": 1,
         "dataset": {"segment_duration": 10, "batch_size": 8},
-        "compression_model_checkpoint": f"//pretrained/{ENCODEC_REPO}",
+        "compression_model_checkpoint": f"//pretrained/{org}/encodec_32khz",
         "compression_model_latent_std": 4.0102, "compression_model_latent_mean": -0.0074,
         "compression_model_framerate": 50, "compression_model_latent_dim": 128,
         "generate": {"lm": {"cfg_coef_all": 3.0 if melody else 5.0, "cfg_coef_txt": 1.0 if melody else 0.0}},
@@ -73,7 +86,7 @@ def tiny_xp_cfg(melody: bool, dim: int = 64, num_heads: int = 4, num_layers: int
                 "compression_model_latent_dim": "${compression_model_latent_dim}",
                 "compression_model_framerate": "${compression_model_framerate}",
                 "segment_duration": "${dataset.segment_duration}"}},
-            "description": {"model": "t5", "t5": {"name": T5_REPO, "finetune": False, "word_dropout": 0.3,
+            "description": {"model": "t5", "t5": {"name": f"{org}/t5", "finetune": False, "word_dropout": 0.3,
                                                   "normalize_text": False}},
             "chords": {"model": "chords_emb", "chords_emb": {"card": 194, "out_dim": 16}},
         },
@@ -113,9 +126,9 @@ def randomize_(module: torch.nn.Module, generator: torch.Generator, skip_prefix:
 
 
 def write_tiny_jasco(folder: Path, melody: bool, t5_dim: int, encodec: torch.nn.Module, seed: int = 0,
-                     **arch: tp.Any) -> Path:
+                     org: str = "jasco-tiny", **arch: tp.Any) -> Path:
     """Write ``state_dict.bin``, ``compression_state_dict.bin`` and the chords mapping into ``folder``."""
-    yaml_text = tiny_xp_cfg(melody, **arch)
+    yaml_text = tiny_xp_cfg(melody, org=org, **arch)
     cfg = parse_xp_cfg(yaml_text)
     model = build_flow_model(cfg, t5_dim=t5_dim, compression_model=encodec)
     gen = torch.Generator().manual_seed(seed)
@@ -124,38 +137,54 @@ def write_tiny_jasco(folder: Path, melody: bool, t5_dim: int, encodec: torch.nn.
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     torch.save({"best_state": state, "xp.cfg": yaml_text, "version": "1.4.0a2", "exported": True},
                folder / "state_dict.bin")
-    torch.save({"pretrained": ENCODEC_REPO}, folder / "compression_state_dict.bin")
+    torch.save({"pretrained": f"{org}/encodec_32khz"}, folder / "compression_state_dict.bin")
     with open(folder / "chord_to_index_mapping.pkl", "wb") as f:
         pickle.dump(tiny_chords_mapping(), f)
     return folder
 
 
-def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = False) -> Path:
-    """Write the tiny T5, EnCodec and both JASCO variants into a hub cache at ``out/hub``; return it."""
+def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = False, preset: str = "tiny",
+                     variants: tp.Sequence[str] = tuple(VARIANTS)) -> Path:
+    """Write T5, EnCodec and JASCO variants of ``preset`` into a hub cache at ``out/hub``; return it.
+
+    Repo ids: ``{org}/t5``, ``{org}/encodec_32khz``, ``{org}/{variant}`` with org ``PRESETS[preset]['org']``.
+    An existing cache already holding the preset's repos is reused unless ``force``.
+    """
     from transformers import EncodecModel, T5Config
 
     from .tiny_assets import make_tiny_encodec, make_tiny_t5, write_hub_repo
 
+    from .tiny_assets import hub_repo_folder
+
+    p = PRESETS[preset]
+    org = p["org"]
     out = Path(out)
     hub = out / "hub"
+    wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants]
     if hub.exists():
-        if not force:
+        if not force and all(hub_repo_folder(hub, r).exists() for r in wanted):
             return hub
-        shutil.rmtree(hub)
+        for r in wanted:
+            shutil.rmtree(hub_repo_folder(hub, r), ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="jasco-tiny-") as tmp:
         tmp_p = Path(tmp)
         t5_dir, enc_dir = tmp_p / "t5", tmp_p / "encodec"
-        make_tiny_t5(t5_dir, seed=seed)
-        make_tiny_encodec(enc_dir, seed=seed)
+        logger.info("building %s T5 and EnCodec", preset)
+        make_tiny_t5(t5_dir, seed=seed, **p["t5"])
+        make_tiny_encodec(enc_dir, seed=seed, **p["encodec"])
         stage = tmp_p / "hub"
-        write_hub_repo(stage, T5_REPO, t5_dir)
-        write_hub_repo(stage, ENCODEC_REPO, enc_dir)
+        write_hub_repo(stage, f"{org}/t5", t5_dir)
+        write_hub_repo(stage, f"{org}/encodec_32khz", enc_dir)
         t5_dim = T5Config.from_pretrained(t5_dir).d_model
         encodec = EncodecModel.from_pretrained(enc_dir).eval()
-        for i, (variant, melody) in enumerate(VARIANTS.items()):
-            folder = write_tiny_jasco(tmp_p / variant, melody, t5_dim, encodec, seed=seed + 1 + i)
-            write_hub_repo(stage, REPO_PREFIX + variant, folder)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(stage), str(hub))
+        for i, variant in enumerate(variants):
+            logger.info("writing %s/%s", org, variant)
+            folder = write_tiny_jasco(tmp_p / variant, VARIANTS[variant], t5_dim, encodec, seed=seed + 1 + i,
+                                      org=org, **p["arch"])
+            write_hub_repo(stage, f"{org}/{variant}", folder)
+            shutil.rmtree(folder)
+        hub.mkdir(parents=True, exist_ok=True)
+        for repo in stage.iterdir():
+            shutil.move(str(repo), str(hub / repo.name))
     logger.info("tiny models written to %s", hub)
     return hub
