@@ -246,3 +246,14 @@ def test_real_drum_stem_gives_varied_codes(tiny_cd):
     assert drums.shape == (1, 1, 320000)
     codes = tiny_cd.model.condition_provider.conditioners["self_wav"].drum_codes(drums)
     assert codes.shape == (1, 500) and codes.unique().numel() > 3
+
+
+def test_drum_separation_is_opt_in_with_a_clear_error_when_unavailable(tiny_cd):
+    import importlib.util
+
+    from jasco_export.separation import SeparationUnavailable
+
+    if importlib.util.find_spec("demucs") is not None:
+        pytest.skip("demucs is installed here")
+    with pytest.raises(SeparationUnavailable, match="demucs"):
+        tiny_cd.generate_music(["x"], drums_wav=torch.zeros(1, 32000), separate_drums=True)

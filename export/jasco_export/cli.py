@@ -3,6 +3,7 @@
     jasco-export --model facebook/jasco-chords-drums-400M [--out engines/NAME] [...]
     jasco-export make-tiny --out DIR          # tiny random models in a Hugging Face cache layout
     jasco-export demo [--out DIR]             # tiny model → export → jasco-run → wav + parity table
+    jasco-export separate-drums MIX OUT.wav   # htdemucs drum stem (needs demucs + its weights)
 """
 from __future__ import annotations
 
@@ -71,6 +72,26 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     return 0
 
 
+def _separate(argv: tp.Sequence[str]) -> int:
+    """Drum stem of a mixture with htdemucs (what audiocraft does to every drums input)."""
+    p = argparse.ArgumentParser(prog="jasco-export separate-drums", description=_separate.__doc__)
+    p.add_argument("input", type=Path, help="audio mixture")
+    p.add_argument("output", type=Path, help="drum stem .wav (32 kHz mono)")
+    a = p.parse_args(argv)
+    import numpy as np
+    import torch
+
+    from jasco_runtime.audio_io import load_audio, write_wav
+
+    from .separation import separate_drums
+
+    wav, sr = load_audio(a.input)
+    stem = separate_drums(torch.from_numpy(np.ascontiguousarray(wav))[None], sr)
+    write_wav(a.output, stem[0].numpy(), 32000)
+    print(f"drum stem written to {a.output}")
+    return 0
+
+
 def _demo(argv: tp.Sequence[str]) -> int:
     """Tiny model end to end: make-tiny → export (with parity table) → jasco-run → wav."""
     p = argparse.ArgumentParser(prog="jasco-export demo", description=_demo.__doc__)
@@ -103,7 +124,7 @@ def _demo(argv: tp.Sequence[str]) -> int:
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"make-tiny": _make_tiny, "demo": _demo}
+    commands = {"make-tiny": _make_tiny, "demo": _demo, "separate-drums": _separate}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

@@ -214,15 +214,22 @@ class JASCO:
                        drums_sample_rate: int = 32000, chords: tp.Optional[Chords] = None,
                        melody_salience_matrix: tp.Optional[torch.Tensor] = None, progress: bool = False,
                        return_latents: bool = False, seed: tp.Optional[int] = None,
-                       init_noise: tp.Optional[torch.Tensor] = None, return_output: bool = False):
+                       init_noise: tp.Optional[torch.Tensor] = None, return_output: bool = False,
+                       separate_drums: bool = False):
         """Generate audio [B, 1, samples] from text + optional chords / drums / melody.
 
         ``init_noise`` [B, T, 128] replays a generation exactly; ``seed`` seeds torch.randn otherwise.
+        ``separate_drums`` runs htdemucs on ``drums_wav`` first, as audiocraft always does (needs demucs).
         Returns audio, or (audio, latents) with ``return_latents``, or a :class:`GenerationOutput`.
         """
         self._check_inputs(descriptions, melody_salience_matrix, drums_wav)
         p = self.generation_params
         terms = cfg_terms(float(p["cfg_coef_all"]), float(p["cfg_coef_txt"]))
+        if drums_wav is not None and separate_drums:
+            from .separation import separate_drums as _separate
+
+            wav = drums_wav[None] if drums_wav.dim() == 2 else drums_wav
+            drums_wav, drums_sample_rate = _separate(wav.float(), drums_sample_rate, self.sample_rate), self.sample_rate
         drums = self.prepare_drums(drums_wav, drums_sample_rate) if drums_wav is not None else None
         melody = melody_salience_matrix.float() if melody_salience_matrix is not None else None
         tokenized = self.condition_inputs(descriptions, terms, self.frame_chords(chords), drums, melody)

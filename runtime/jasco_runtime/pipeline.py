@@ -176,11 +176,23 @@ class JascoPipeline:
     def vector_field(self, conditions: Conditions, terms: tp.Sequence[CFGTerm]) -> tp.Callable[[float, np.ndarray], np.ndarray]:
         """v(t, z) for the solvers: one flow-step call over all rows, then the CFG combination."""
         n = len(terms)
+        engine = self.engines["flow_step"]
+        limit = self.manifest.graphs["flow_step"].max_size("batch")
+        rows = conditions.text.shape[0]
+        bound = None
+        if getattr(engine, "on_gpu", False) and (limit is None or rows <= limit):
+            # IOBinding: the conditions go to the device once and stay there for the whole ODE solve;
+            # only z (rows × T × 128 floats) and v cross host memory at each evaluation.
+            bound = {"text": engine.to_device(conditions.text),
+                     **{k: engine.to_device(v) for k, v in conditions.temporal.items()}}
 
         def field(t: float, z: np.ndarray) -> np.ndarray:
             zz = np.concatenate([z] * n, axis=0) if n > 1 else z
             tt = np.full((zz.shape[0],), t, dtype=np.float32)
-            v = self._run_chunked("flow_step", {"z": zz, "t": tt, "text": conditions.text, **conditions.temporal}, "v")
+            if bound is not None:
+                v = engine.run_bound({"z": zz, "t": tt, **bound})["v"].numpy()
+            else:
+                v = self._run_chunked("flow_step", {"z": zz, "t": tt, "text": conditions.text, **conditions.temporal}, "v")
             return combine_vector_fields(v, list(terms))
 
         return field
