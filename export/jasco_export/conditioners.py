@@ -139,12 +139,16 @@ class DrumsConditioner(nn.Module):
         self.compression_model: tp.Optional[CompressionModel] = None
 
     @torch.no_grad()
-    def drum_codes(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, 1, samples] → layer-0 RVQ codes [B, frames] (int64 via int16, as audiocraft)."""
+    def drum_codes(self, wav: torch.Tensor, int16_roundtrip: bool = True) -> torch.Tensor:
+        """[B, 1, samples] → layer-0 RVQ codes [B, frames] (int64 via int16, as audiocraft).
+
+        The int16 round trip is an identity for codebooks under 32768 entries; exported graphs skip it
+        (``int16_roundtrip=False``) because TensorRT has no int16 tensors.
+        """
         assert self.compression_model is not None, "compression model not attached"
         model = self.compression_model.model
-        latents = model.encoder(wav)
-        return model.quantizer.layers[0].encode(latents).to(torch.int16).to(torch.int64)
+        codes = model.quantizer.layers[0].encode(model.encoder(wav))
+        return codes.to(torch.int16).to(torch.int64) if int16_roundtrip else codes
 
     @torch.no_grad()
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,7 @@ class DrumsEncoder(nn.Module):
         self.cond = drums_conditioner
 
     def forward(self, wav: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        codes = self.cond.drum_codes(wav)
+        codes = self.cond.drum_codes(wav, int16_roundtrip=False)
         return self.cond.output_proj(self.cond.codes_to_latents(codes)), codes
 
 

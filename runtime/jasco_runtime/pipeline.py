@@ -110,13 +110,10 @@ class JascoPipeline:
             return None
         if not self.manifest.has_melody:
             raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); drop --melody")
-        if isinstance(melody, (str, os.PathLike)):
-            return audio_io.load_melody(melody)
-        mel = np.asarray(melody, dtype=np.float32)
         bins = int(self.manifest.conditioners["melody"]["bins"])
-        if mel.ndim != 2 or bins not in mel.shape:
-            raise InputError(f"melody must be [{bins}, T] or [T, {bins}], got {mel.shape}")
-        return mel if mel.shape[0] == bins else mel.T
+        if isinstance(melody, (str, os.PathLike)):
+            return audio_io.load_melody(melody, bins)
+        return audio_io.as_salience(melody, bins)
 
     # -- conditions -------------------------------------------------------------------------------
     def _run_chunked(self, name: str, inputs: tp.Dict[str, np.ndarray], output: str) -> np.ndarray:

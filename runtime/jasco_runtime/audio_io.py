@@ -1,0 +1,124 @@
+"""Audio and melody inputs/outputs for the runtime: soundfile, soxr, numpy (no torch).
+
+Drums follow audiocraft's path (BEHAVIOUR.md §5): any rate and channel count → resample to the model
+rate → mean over channels → trim / zero-pad to the segment. audiocraft resamples with julius; here soxr
+(high quality) does it, so only non-32 kHz inputs differ slightly. Files are written atomically.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+PathLike = tp.Union[str, os.PathLike]
+LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
+
+
+def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
+    """Any file libsndfile reads (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate)."""
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
+        raise InputError(f"cannot read audio file {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         "give a wav/flac/ogg/mp3 file") from exc
+    if wav.shape[0] == 0:
+        raise InputError(f"audio file {path} is empty")
+    return np.ascontiguousarray(wav.T), int(sr)
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[C, T] float32 resampled with soxr ('HQ'); identity when the rates agree."""
+    if int(from_rate) == int(to_rate):
+        return wav
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(wav.T, int(from_rate), int(to_rate), quality="HQ").T.astype(np.float32))
+
+
+def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration: float) -> np.ndarray:
+    """Drum stem [C, T] (or [T]) at any rate → mono float32 [duration·target_rate] (trim / zero-pad)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 1:
+        wav = wav[None]
+    if wav.ndim != 2 or wav.shape[-1] == 0:
+        raise InputError(f"drums must be [channels, samples] audio, got shape {list(wav.shape)}")
+    if wav.shape[0] > wav.shape[1]:
+        raise InputError(f"drums look like [samples, channels] ({list(wav.shape)}); pass [channels, samples]")
+    if not np.isfinite(wav).all():
+        raise InputError("drums audio contains NaN or infinite samples")
+    mono = resample(wav, sample_rate, target_rate).mean(axis=0)
+    n = int(duration * target_rate)
+    mono = mono[:n]
+    if mono.shape[0] < n:
+        mono = np.concatenate([mono, np.zeros(n - mono.shape[0], np.float32)])
+    return mono.astype(np.float32)
+
+
+def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.ndarray:
+    """Melody salience [bins, T] or [T, bins] → float32 [bins, T] (frames at the model's frame rate)."""
+    mel = np.asarray(melody, dtype=np.float32)
+    if mel.ndim != 2 or bins not in mel.shape:
+        raise InputError(f"{source} must be a salience matrix [{bins}, T] or [T, {bins}], got shape {list(mel.shape)}")
+    if not np.isfinite(mel).all():
+        raise InputError(f"{source} contains NaN or infinite values")
+    return np.ascontiguousarray(mel if mel.shape[0] == bins else mel.T)
+
+
+def load_melody(path: PathLike, bins: int) -> np.ndarray:
+    """``.npy`` salience matrix → float32 [bins, T]."""
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read melody {path} ({exc}); expected a .npy salience matrix [{bins}, T]") from exc
+    return as_salience(mel, bins, source=f"melody {path}")
+
+
+def normalize_clip(clip: np.ndarray, sample_rate: int, strategy: tp.Optional[str]) -> np.ndarray:
+    """'peak' → max |x| = 1; 'loudness' → −14 LUFS (ITU-R BS.1770 via pyloudnorm), then clipped to ±1."""
+    if strategy is None:
+        return clip
+    if strategy == "peak":
+        peak = float(np.abs(clip).max())
+        return clip / peak if peak > 0 else clip
+    if strategy == "loudness":
+        try:
+            import pyloudnorm
+        except ImportError as exc:
+            raise InputError("loudness normalisation needs pyloudnorm; `pip install pyloudnorm` or use --normalize peak") from exc
+        meter = pyloudnorm.Meter(sample_rate)
+        loudness = meter.integrated_loudness(clip.T.astype(np.float64))
+        if not np.isfinite(loudness):  # silence
+            return clip
+        gain = 10.0 ** ((LOUDNESS_TARGET_LUFS - loudness) / 20.0)
+        return np.clip(clip * gain, -1.0, 1.0).astype(np.float32)
+    raise InputError(f"unknown normalisation {strategy!r}; use peak or loudness")
+
+
+def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT",
+              normalize: tp.Optional[str] = None) -> None:
+    """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
+    import soundfile as sf
+
+    clip = np.asarray(clip, dtype=np.float32)
+    if clip.ndim == 1:
+        clip = clip[None]
+    clip = normalize_clip(clip, sample_rate, normalize)
+    if subtype == "PCM_16":
+        clip = np.clip(clip, -1.0, 1.0)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, clip.T, int(sample_rate), subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
