@@ -58,17 +58,26 @@ def _export(argv: tp.Sequence[str]) -> int:
 
 
 def _make_tiny(argv: tp.Sequence[str]) -> int:
-    from .tiny import make_tiny_models
+    from .errors import InputError
+    from .tiny import PRESETS, VARIANTS, make_tiny_models
 
     p = argparse.ArgumentParser(prog="jasco-export make-tiny",
                                 description="Write tiny random JASCO models (release format) into a Hugging Face cache.")
     p.add_argument("--out", type=Path, required=True, help="folder; the cache goes to OUT/hub")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="tiny (CI-sized) or the real 400m / 1b architectures with random weights")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
-    hub = make_tiny_models(a.out, seed=a.seed, force=a.force)
-    print(f"tiny models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub} HF_HUB_OFFLINE=1\n"
-          "  jasco-export --model jasco-tiny/chords-drums")
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants:
+        raise InputError(f"unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    hub = make_tiny_models(a.out, seed=a.seed, force=a.force, preset=a.preset, variants=variants)
+    org = PRESETS[a.preset]["org"]
+    print(f"{a.preset} models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub.resolve()} HF_HUB_OFFLINE=1\n"
+          f"  jasco-export --model {org}/{variants[0]}")
     return 0
 
 

@@ -80,7 +80,8 @@ class JascoPipeline:
             gpu = bool(providers) and any(p.lower() in ("cuda", "cudaexecutionprovider") for p in providers)
             precision = "fp16" if gpu and any("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
         names = ["text_encoder", "flow_step", "encodec_decoder"] + (["drums_encoder"] if manifest.has_drums else [])
-        engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision)
+        built_on = (manifest.raw.get("tensorrt") or {}).get("device")
+        engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision, built_on)
                    for n in names}
         return cls(manifest, engines, backend)
 

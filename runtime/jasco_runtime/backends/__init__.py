@@ -1,6 +1,8 @@
 """Inference backends.  Each one imports its library lazily, so ``jasco_runtime`` imports with numpy only."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 import typing as tp
 from pathlib import Path
 
@@ -10,21 +12,27 @@ from .base import Engine
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def available_backends() -> tp.List[str]:
-    """Backends whose library can be imported here (TensorRT also needs a CUDA device)."""
-    import importlib.util
+def _importable(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
-    out = []
-    if importlib.util.find_spec("onnxruntime") is not None:
-        out.append("onnxruntime")
-    if importlib.util.find_spec("tensorrt") is not None:
-        out.append("tensorrt")
-    return out
+
+def available_backends() -> tp.List[str]:
+    """Backends whose library can be imported here (without importing it)."""
+    return [name for name, module in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")) if _importable(module)]
 
 
 def open_engine(backend: str, files: tp.Dict[str, str], folder: Path, name: str,
-                providers: tp.Optional[tp.Sequence[str]] = None, precision: str = "fp32") -> Engine:
-    """Open graph ``name`` with ``backend`` ('onnxruntime' | 'tensorrt')."""
+                providers: tp.Optional[tp.Sequence[str]] = None, precision: str = "fp32",
+                expected_device: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> Engine:
+    """Open graph ``name`` with ``backend`` ('onnxruntime' | 'tensorrt').
+
+    ``expected_device``: the manifest's record of the GPU / TensorRT version the engines were built on.
+    """
     if backend == "tensorrt":
         from .tensorrt_backend import TensorRTEngine
 
@@ -32,7 +40,7 @@ def open_engine(backend: str, files: tp.Dict[str, str], folder: Path, name: str,
         if key not in files:
             raise InputError(f"no TensorRT engine for {name} in {folder}; build it on this machine with "
                              "`jasco-export --backend trt` (engines are not portable across GPUs/TensorRT versions)")
-        return TensorRTEngine(folder / files[key], name)
+        return TensorRTEngine(folder / files[key], name, expected_device)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeEngine
 
