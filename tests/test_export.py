@@ -124,3 +124,26 @@ def test_trt_backend_explicit_request_fails_clearly_without_tensorrt(tiny_hub, t
     r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(out), "--backend", "trt", "--precision", "fp32",
              "--graphs", "flow_step", "--no-e2e")
     assert r.returncode != 0 and "TensorRT" in r.stderr and not out.exists()
+
+
+def test_large_graphs_use_one_external_data_file(tiny_cd, tmp_path, monkeypatch):
+    """The > 2 GB path (1B flow step), forced on the tiny model by lowering the threshold."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from jasco_export import onnx_export
+    from jasco_export.graphs import declare_graphs
+
+    spec = declare_graphs(tiny_cd)["flow_step"]
+    small = onnx_export.export_graph(spec, tmp_path / "small" / "flow_step.fp32.onnx")
+    monkeypatch.setattr(onnx_export, "TWO_GB", 1000)
+    big = onnx_export.export_graph(spec, tmp_path / "big" / "flow_step.fp32.onnx")
+    assert sorted(p.name for p in big.parent.iterdir()) == ["flow_step.fp32.onnx", "flow_step.fp32.onnx.data"]
+    assert big.stat().st_size < small.stat().st_size / 10  # the weights live in the .data file
+    onnx_export.convert_fp16(big, big.parent / "flow_step.fp16.onnx")
+    assert (big.parent / "flow_step.fp16.onnx.data").is_file()
+    onnx.checker.check_model(str(big.parent / "flow_step.fp16.onnx"))
+    feeds = {k: v.numpy() for k, v in spec.sample({"batch": 2, "text_len": 5}, torch.Generator().manual_seed(1)).items()}
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]  # noqa: E731
+    np.testing.assert_array_equal(run(big), run(small))

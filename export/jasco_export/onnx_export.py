@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import typing as tp
 import warnings
 from pathlib import Path
@@ -60,24 +61,29 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = 17) -> Path:
         if axes:
             dynamic_axes[s.name] = axes
     module = spec.module.eval()
-    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    with weight_norm_folded(module), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=[s.name for s in spec.inputs],
-                          output_names=[s.name for s in spec.outputs], dynamic_axes=dynamic_axes,
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    big = sum(p.numel() * p.element_size() for p in module.parameters()) > TWO_GB * 0.9
     import onnx
 
-    model = onnx.load(str(path), load_external_data=True)
-    if n_bytes > TWO_GB * 0.9:
-        for f in path.parent.glob(path.name + "*.data"):
-            f.unlink()
+    # trace into a scratch folder: for > 2 GB models torch writes one external file per tensor there;
+    # the final graph gets a single ``<name>.data`` beside it (what ORT and parse_from_file expect)
+    with tempfile.TemporaryDirectory(prefix=".trace-", dir=path.parent) as scratch:
+        raw = Path(scratch) / path.name
+        with weight_norm_folded(module), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(raw), input_names=[s.name for s in spec.inputs],
+                              output_names=[s.name for s in spec.outputs], dynamic_axes=dynamic_axes,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        model = onnx.load(str(raw), load_external_data=True)
+    for f in path.parent.glob(path.name + ".data"):
+        f.unlink()
+    if big:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
-        onnx.checker.check_model(str(path))
     else:
-        onnx.checker.check_model(model)
-    onnx.shape_inference.infer_shapes_path(str(path), str(path)) if n_bytes < TWO_GB * 0.9 else None
+        onnx.save_model(model, str(path))
+    del model
+    onnx.checker.check_model(str(path))  # from the path: works with external data
+    onnx.shape_inference.infer_shapes_path(str(path), str(path))
     return path
 
 
