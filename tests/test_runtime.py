@@ -139,3 +139,11 @@ def test_manifest_schema_mismatch_is_clear(tiny_engines, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     r = _run("--engines", str(copy), "--text", "x", "--out", str(tmp_path / "o.wav"))
     assert r.returncode == 2 and "schema" in r.stderr
+
+
+def test_prompt_longer_than_the_engine_profile_is_clear(pipe):
+    from jasco_runtime import InputError
+
+    limit = pipe.manifest.graphs["text_encoder"].max_size("text_len")
+    with pytest.raises(InputError, match=rf"at most {limit}.*--max-text-tokens"):
+        pipe.generate(["drums " * (limit + 5)], steps=1, progress=False)

@@ -135,6 +135,10 @@ class JascoPipeline:
         ids, mask = self.tokenizer([None if term.drops_description else d for term, d in rows])
         timings["tokenize"] = clock()
         clock = _timer()
+        limit = m.graphs["text_encoder"].max_size("text_len")
+        if limit is not None and ids.shape[1] > limit:
+            raise InputError(f"a prompt is {ids.shape[1]} T5 tokens long, the exported engines take at most {limit}; "
+                             f"shorten it or re-export with `jasco-export --max-text-tokens {ids.shape[1]}`")
         text = self._run_chunked("text_encoder", {"input_ids": ids, "attention_mask": mask}, "text")
         timings["text_encoder"] = clock()
         temporal: tp.Dict[str, np.ndarray] = {}
