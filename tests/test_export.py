@@ -147,3 +147,14 @@ def test_large_graphs_use_one_external_data_file(tiny_cd, tmp_path, monkeypatch)
     feeds = {k: v.numpy() for k, v in spec.sample({"batch": 2, "text_len": 5}, torch.Generator().manual_seed(1)).items()}
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]  # noqa: E731
     np.testing.assert_array_equal(run(big), run(small))
+
+
+def test_summary_table_lists_every_graph_with_sizes(tiny_engines):
+    from jasco_export.exporter import summary_table
+
+    table = summary_table(tiny_engines).splitlines()
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert set(rows) == set(tiny_engines.manifest["graphs"])
+    assert "MiB" in rows["flow_step"].split("|")[3]  # fp16 file present
+    assert rows["drums_encoder"].split("|")[3].strip() == "-"  # kept fp32
+    assert all(line.rstrip("| ").endswith("ok") for line in rows.values())

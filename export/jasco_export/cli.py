@@ -44,7 +44,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _export(argv: tp.Sequence[str]) -> int:
-    from .exporter import ExportOptions, run_export
+    from .exporter import ExportOptions, run_export, summary_table
 
     a = _export_parser().parse_args(argv)
     opts = ExportOptions(model=a.model, out=a.out, precisions=tuple(p.strip() for p in a.precision.split(",") if p.strip()),
@@ -52,6 +52,7 @@ def _export(argv: tp.Sequence[str]) -> int:
                          t5=a.t5, chords_mapping=a.chords_mapping, revision=a.revision, parity_gate=not a.no_parity_gate,
                          force=a.force, graphs=a.graphs.split(",") if a.graphs else None, end_to_end=not a.no_e2e)
     res = run_export(opts)
+    print(summary_table(res))
     print(f"[jasco-export] wrote {res.out} in {res.timings['total']:.1f} s — "
           f"parity {'PASSED' if res.parity['passed'] else 'FAILED (kept: --no-parity-gate)'}")
     return 0 if res.parity["passed"] else EXIT_FAILED

@@ -232,6 +232,24 @@ def run_export(opts: ExportOptions) -> ExportResult:
     return ExportResult(out, manifest, parity, timings)
 
 
+def summary_table(res: ExportResult) -> str:
+    """Markdown table of what was written: per graph its files and sizes, export time, TRT check."""
+    def size(name: tp.Optional[str]) -> str:
+        if not name:
+            return "-"
+        n = sum(p.stat().st_size for p in res.out.glob(name + "*"))
+        return f"{n / 2**20:.1f} MiB"
+
+    compat = res.manifest.get("tensorrt", {}).get("compatibility", {})
+    lines = ["| graph | onnx fp32 | onnx fp16 | TensorRT fp16 | export s | TensorRT op check |", "|---|---|---|---|---|---|"]
+    for name, g in res.manifest["graphs"].items():
+        f = g.get("files", {})
+        check = compat.get(name, {})
+        lines.append(f"| {name} | {size(f.get('onnx-fp32'))} | {size(f.get('onnx-fp16'))} | {size(f.get('trt-fp16'))} | "
+                     f"{res.timings.get('export_' + name, 0):.1f} | {'ok' if check.get('ok') else 'PROBLEMS' if check else '-'} |")
+    return "\n".join(lines)
+
+
 def build_tensorrt(folder: Path, graphs: tp.Dict[str, GraphSpec], files: tp.Dict[str, tp.Dict[str, str]],
                    opts: ExportOptions) -> tp.Dict[str, tp.Any]:
     """Compatibility check always; engines when TensorRT and a GPU are present (or asked for)."""
