@@ -13,18 +13,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def hub_400m(tmp_path_factory):
+def hub_400m():
+    """The 400M repos, written into the session's offline hub cache beside the tiny ones."""
+    from conftest import _TINY_ROOT
     from jasco_export.tiny import make_tiny_models
 
-    return make_tiny_models(tmp_path_factory.mktemp("m400"), preset="400m", variants=["chords-drums"])
+    return make_tiny_models(_TINY_ROOT, preset="400m", variants=["chords-drums"])
 
 
-def test_400m_flow_step_exports_and_matches_pytorch(hub_400m, tmp_path, monkeypatch):
-    import huggingface_hub.constants as hc
-
+def test_400m_flow_step_exports_and_matches_pytorch(hub_400m, tmp_path):
     from jasco_export.exporter import ExportOptions, run_export
 
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub_400m))
     res = run_export(ExportOptions(model="jasco-random-400m/chords-drums", out=tmp_path / "e400",
                                    precisions=("fp32",), graphs=["flow_step"], end_to_end=False))
     rows = [r for r in res.parity["rows"] if r["check"].startswith("flow_step")]
