@@ -181,23 +181,15 @@ def test_auto_backend_picks_tensorrt_when_engines_exist(trt_engines):
     assert JascoPipeline.from_dir(trt_engines).backend == "tensorrt"
 
 
-def test_engine_of_another_tensorrt_version_asks_for_a_rebuild(trt_engines):
+@pytest.mark.parametrize("field, value, message", [("trt_version", "10.3.0", r"TensorRT 10\.3\.0.*rebuild .*jasco-export"),
+                                                    ("compute_capability", "8.7", r"sm 8\.7.*rebuild")])
+def test_engine_of_another_tensorrt_or_gpu_asks_for_a_rebuild(trt_engines, field, value, message):
     from jasco_runtime import JascoPipeline
 
     manifest = json.loads((trt_engines / "manifest.json").read_text())
-    manifest["tensorrt"]["device"]["trt_version"] = "10.3.0"
+    manifest["tensorrt"]["device"][field] = value
     (trt_engines / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InputError, match=r"TensorRT 10\.3\.0.*rebuild .*jasco-export"):
-        JascoPipeline.from_dir(trt_engines, backend="tensorrt")
-
-
-def test_engine_of_another_gpu_asks_for_a_rebuild(trt_engines):
-    from jasco_runtime import JascoPipeline
-
-    manifest = json.loads((trt_engines / "manifest.json").read_text())
-    manifest["tensorrt"]["device"]["compute_capability"] = "8.7"
-    (trt_engines / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InputError, match=r"sm 8\.7.*rebuild"):
+    with pytest.raises(InputError, match=message):
         JascoPipeline.from_dir(trt_engines, backend="tensorrt")
 
 
