@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -222,6 +223,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
         if not parity["passed"] and opts.parity_gate:
             failed = ", ".join(r["check"] for r in parity["rows"] if r["status"] == "FAIL")
             raise JascoError(f"parity gate failed ({failed}); see the table above, or pass --no-parity-gate to keep the artifacts")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact folder gets normal permissions
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
