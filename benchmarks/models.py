@@ -1,0 +1,136 @@
+"""What ``--model`` names, and the cached artifacts a benchmark needs (random models, ONNX exports).
+
+``tiny`` / ``400m-random`` / ``1b-random`` are the presets of :mod:`jasco_export.tiny`: the real
+architecture (400M: dim 1024 × 24 layers with t5-base and encodec_32khz-sized conditioners; 1B: the
+assumed model_scale=medium) with random weights, written once in the release format into an offline
+hub cache under ``<cache>/models/<preset>/hub`` (the 400M one takes about 2 minutes and 2.3 GB). Any
+other value is a hub id or a local checkpoint folder, loaded like a release.
+
+Exports go to ``<cache>/exports/<model>/<precisions>`` and are reused while their manifest lists every
+graph the run needs (delete the folder, or pass ``--fresh``, after changing the exporter).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import typing as tp
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
+PRESETS = {"tiny": "tiny", "400m-random": "400m", "1b-random": "1b"}  # --model → jasco_export.tiny preset
+VARIANT = "chords-drums"
+
+
+@dataclass
+class ModelRef:
+    arg: str  # what --model said
+    load_id: str  # hub id or folder for jasco_export.get_pretrained
+    preset: tp.Optional[str]
+    hub_cache: tp.Optional[Path]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.load_id.strip("/"))
+
+
+def _repo_folder(hub: Path, repo_id: str) -> Path:
+    return hub / ("models--" + repo_id.replace("/", "--"))
+
+
+def _preset_repos(preset: str) -> tp.Tuple[str, tp.List[str]]:
+    from jasco_export.tiny import PRESETS as TINY_PRESETS
+
+    org = TINY_PRESETS[preset]["org"]
+    return f"{org}/{VARIANT}", [f"{org}/t5", f"{org}/encodec_32khz", f"{org}/{VARIANT}"]
+
+
+def resolve_model(arg: str, cache: Path = DEFAULT_CACHE) -> ModelRef:
+    """Resolve ``--model``; for a preset, point HF_HUB_CACHE at a cache holding it (building it once).
+
+    Must run before huggingface_hub / transformers are imported: they read HF_HUB_CACHE at import
+    time. A hub cache already named by HF_HUB_CACHE that holds the preset (the test fixtures) is used
+    as is.
+    """
+    if arg not in PRESETS:
+        return ModelRef(arg, arg, None, Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else None)
+    preset = PRESETS[arg]
+    repo, wanted = _preset_repos(preset)
+    env = os.environ.get("HF_HUB_CACHE")
+    if env and all(_repo_folder(Path(env), r).exists() for r in wanted):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return ModelRef(arg, repo, preset, Path(env))
+    root = Path(cache) / "models" / preset
+    hub = root / "hub"
+    if "huggingface_hub" in sys.modules:
+        import huggingface_hub.constants as hc
+
+        if Path(hc.HF_HUB_CACHE).resolve() != hub.resolve():
+            raise RuntimeError(f"huggingface_hub was imported with HF_HUB_CACHE={hc.HF_HUB_CACHE}; run the "
+                               f"benchmark in a fresh process (or set HF_HUB_CACHE={hub} before importing it)")
+    os.environ["HF_HUB_CACHE"] = str(hub)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if not all(_repo_folder(hub, r).exists() for r in wanted):
+        from jasco_export.tiny import make_tiny_models
+
+        logger.info("writing the %s random model to %s (once; cached)", arg, hub)
+        make_tiny_models(root, preset=preset, variants=(VARIANT,))
+    return ModelRef(arg, repo, preset, hub)
+
+
+@contextlib.contextmanager
+def _parity_skipped(skip: bool):
+    """The exporter always runs its parity gate (~2 min for the 400M flow step on 2 cores). The benchmark
+    checks its own outputs against the PyTorch reference (``output_rel_l2``), so it skips the gate by
+    default; ``--parity`` keeps it."""
+    if not skip:
+        yield
+        return
+    import jasco_export.parity as parity
+
+    real = parity.run_parity
+
+    def skipped(*args: tp.Any, **kwargs: tp.Any) -> tp.Dict[str, tp.Any]:
+        return {"passed": True, "rows": [], "skipped": "parity gate skipped by benchmarks (pass --parity to run it)"}
+
+    parity.run_parity = skipped
+    try:
+        yield
+    finally:
+        parity.run_parity = real
+
+
+def ensure_export(model: ModelRef, graphs: tp.Sequence[str], precisions: tp.Sequence[str], cache: Path = DEFAULT_CACHE,
+                  backend: str = "onnx", fresh: bool = False, parity: bool = False) -> Path:
+    """An export folder of ``model`` holding at least ``graphs`` in ``precisions`` (reused when cached)."""
+    from jasco_export.exporter import ExportOptions, run_export
+
+    precs = tuple(p for p in ("fp32", "fp16") if p in precisions) or ("fp32",)
+    folder = Path(cache) / "exports" / model.slug / ("+".join(precs) + ("-trt" if backend != "onnx" else ""))
+    have: tp.Set[str] = set()
+    mf = folder / "manifest.json"
+    if mf.is_file() and not fresh:
+        have = set(json.loads(mf.read_text()).get("graphs", {}))
+        if set(graphs) <= have:
+            return folder
+    want = sorted(set(graphs) | have)
+    logger.info("exporting %s (%s; %s) to %s", model.load_id, ", ".join(want), "+".join(precs), folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _parity_skipped(not parity):
+        run_export(ExportOptions(model=model.load_id, out=folder, precisions=precs, backend=backend, graphs=want,
+                                 end_to_end=parity, parity_gate=parity, force=True))
+    return folder
+
+
+def artifact_bytes(path: Path) -> int:
+    """File size including ONNX external data next to it."""
+    total = path.stat().st_size
+    for f in path.parent.glob(path.name + ".data"):
+        total += f.stat().st_size
+    return total

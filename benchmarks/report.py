@@ -1,0 +1,152 @@
+"""Results → markdown tables and a latency plot (matplotlib, Agg)."""
+from __future__ import annotations
+
+import typing as tp
+from pathlib import Path
+
+COMPONENT_TITLES = {"text_encoder": "text enc", "drums_encoder": "drums enc", "flow_step": "flow step",
+                    "decoder": "decoder", "end_to_end": "end to end"}
+
+
+def _key_title(key: str, results: tp.Dict[str, tp.Any]) -> str:
+    comp, _, b = key.partition("/")
+    title = COMPONENT_TITLES.get(comp, comp)
+    if not b:
+        return title
+    batch = int(b[1:])
+    if comp in ("flow_step", "text_encoder"):
+        rows = batch * int(results["config"]["cfg_terms"])
+        return f"{title} B={batch} ({rows} rows)"
+    return f"{title} B={batch}"
+
+
+def _fmt_s(x: tp.Optional[float]) -> str:
+    if x is None:
+        return "-"
+    if x >= 1:
+        return f"{x:.2f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x * 1e6:.0f} µs"
+
+
+def _fmt_x(x: tp.Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2f}×"
+
+
+def _fmt_mb(x: tp.Optional[float]) -> str:
+    return "-" if x is None else (f"{x / 1024:.2f} GiB" if x >= 1024 else f"{x:.0f} MiB")
+
+
+def measurement_keys(results: tp.Dict[str, tp.Any]) -> tp.List[str]:
+    order = {c: i for i, c in enumerate(COMPONENT_TITLES)}
+    keys = {k for v in results["variants"].values() for k in v["components"]}
+    return sorted(keys, key=lambda k: (order.get(k.split("/")[0], 99), k))
+
+
+def markdown(results: tp.Dict[str, tp.Any]) -> str:
+    """Latency table (median [p10–p90]) and a per-variant summary table."""
+    keys = measurement_keys(results)
+    variants = results["variants"]
+    lines = ["| variant | " + " | ".join(_key_title(k, results) for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name, v in variants.items():
+        cells = []
+        for k in keys:
+            c = v["components"].get(k)
+            if not c or c.get("median") is None:
+                cells.append("-")
+                continue
+            cells.append(f"{_fmt_s(c['median'])} [{_fmt_s(c['p10'])}–{_fmt_s(c['p90'])}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out = ["Latency, median [p10–p90] of the timed repeats (after warm-up):", "", *lines, ""]
+
+    flow_keys = [k for k in keys if k.startswith("flow_step/")]
+    e2e_keys = [k for k in keys if k.startswith("end_to_end/")]
+    fk = flow_keys[0] if flow_keys else None
+    ek = e2e_keys[0] if e2e_keys else None
+    head = ["variant"]
+    if fk:
+        head += [f"flow-step speed-up ({_key_title(fk, results)})", "achieved GFLOP/s", "of measured GEMM peak",
+                 "of nominal fp32 peak"]
+    if ek:
+        head += ["e2e speed-up", "RTF (e2e)"]
+    elif fk:
+        head += ["RTF (flow only)"]
+    head += ["flow out rel-L2", "latents rel-L2", "peak RSS", "flow artifact"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in variants.items():
+        cells = [name]
+        if fk:
+            c = v["components"].get(fk, {})
+            cells.append(" / ".join(f"{_fmt_x(s)} vs {b}" for b, s in c.get("speedup", {}).items()) or "-")
+            cells.append("-" if c.get("gflops_per_s") is None else f"{c['gflops_per_s']:.0f}")
+            u = c.get("utilisation", {})
+            own = u.get(f"practical_{v.get('precision')}")
+            if own is not None:  # reduced precision: against the GEMM rate of its own precision
+                cells.append(f"{100 * own:.0f} % ({v['precision']} peak)")
+            else:
+                cells.append("-" if u.get("practical") is None else f"{100 * u['practical']:.0f} %")
+            cells.append("-" if u.get("nominal") is None else f"{100 * u['nominal']:.0f} %")
+        if ek:
+            c = v["components"].get(ek, {})
+            cells.append(" / ".join(f"{_fmt_x(s)} vs {b}" for b, s in c.get("speedup", {}).items()) or "-")
+            cells.append("-" if c.get("rtf") is None else f"{c['rtf']:.3f}")
+        elif fk:
+            c = v["components"].get(fk, {})
+            cells.append("-" if c.get("rtf_flow") is None else f"{c['rtf_flow']:.2f}")
+        c = v["components"].get(fk, {}) if fk else {}
+        cells.append("-" if c.get("output_rel_l2") is None else f"{c['output_rel_l2']:.1e}")
+        q = v.get("quality") or {}
+        cells.append("reference" if q.get("role") == "reference" else
+                     "-" if q.get("latents_rel_l2") is None else f"{q['latents_rel_l2']:.1e}")
+        cells.append(_fmt_mb(v.get("memory", {}).get("rss_peak_mb")))
+        art = v.get("artifacts", {}).get("flow_step", {})
+        cells.append(_fmt_mb(art["bytes"] / 2 ** 20) if art.get("bytes") else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    out += ["Summary:", "", *rows]
+    if results.get("targets"):
+        out += ["", "Targets:", ""]
+        for t in results["targets"]:
+            status = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+            out.append(f"- {t['goal']}: {t['value']} → {status}")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: tp.Dict[str, tp.Any], path: Path) -> Path:
+    """Grouped bars: median latency per measurement (log scale) and variant, p10–p90 whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = measurement_keys(results)
+    names = list(results["variants"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(keys) + 2), 4.2), dpi=110)
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(keys))
+    for i, name in enumerate(names):
+        comps = results["variants"][name]["components"]
+        med = np.array([comps.get(k, {}).get("median") or np.nan for k in keys], dtype=float)
+        lo = np.array([comps.get(k, {}).get("p10") or np.nan for k in keys], dtype=float)
+        hi = np.array([comps.get(k, {}).get("p90") or np.nan for k in keys], dtype=float)
+        err = np.vstack([np.clip(med - lo, 0, None), np.clip(hi - med, 0, None)])
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, med, width, yerr=np.nan_to_num(err), capsize=2, label=name)
+        if len(keys) * len(names) <= 24:  # label the medians while they stay readable
+            ax.bar_label(bars, labels=[_fmt_s(m) if np.isfinite(m) else "" for m in med], fontsize=6, padding=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels([_key_title(k, results).replace(" (", "\n(") for k in keys], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (median, p10–p90)")
+    cfg = results["config"]
+    ax.set_title(f"JASCO {cfg['model']} · {results['machine'].get('cpu', {}).get('model_name', '')}"
+                 f"{' + ' + results['machine']['gpu'] if results['machine'].get('gpu') else ''} · cfg {cfg['cfg']}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

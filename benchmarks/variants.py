@@ -1,0 +1,288 @@
+"""Backends × precisions as comparable "variants": the same inputs, one callable per component.
+
+================  =========================================================================================
+backend           what runs
+================  =========================================================================================
+torch             PyTorch eager on the CPU (the reference port, numerically audiocraft): fp32, or bf16
+                  autocast; the CPU baseline is ``torch:fp32``
+torch-cuda        PyTorch eager on the GPU: fp32, or fp16 / bf16 autocast; the GPU baseline is
+                  ``torch-cuda:fp16`` (what audiocraft users run: autocast float16)
+torch-compile     ``torch.compile`` of the flow step (GPU if present, else CPU); other components eager
+ort-cpu           the torch-free runtime's ONNX Runtime engines on the CPU: fp32 (as exported), fp32-fused
+                  (flow step with fused attention, :mod:`benchmarks.fusion`), fp16 (mixed graph), int8
+                  (fused flow step with int8 dynamic-quantised linears, :mod:`benchmarks.quantize`)
+ort-cuda          ONNX Runtime CUDA EP with IOBinding (inputs resident on the device): fp32, fp32-fused, fp16
+trt               TensorRT fp16 engines (``jasco-export --backend trt``) through the runtime's engine
+================  =========================================================================================
+
+Every variant exposes ``call[component]`` (a no-argument closure over pre-placed inputs, returning the
+output), ``flow(inputs)`` (numpy in/out, for the latent-quality solve) and ``e2e[key]()`` (one full
+generation). Runtime variants run through ``jasco_runtime`` exactly as deployed (same engines,
+``JascoPipeline``); torch variants through the reference modules the graphs were exported from.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("torch", "torch-cuda", "torch-compile", "ort-cpu", "ort-cuda", "trt")
+PRECISIONS = ("fp32", "fp32-fused", "fp16", "bf16", "int8")
+GPU_BACKENDS = ("torch-cuda", "ort-cuda", "trt")
+COMPONENTS = ("text_encoder", "drums_encoder", "flow_step", "decoder", "end_to_end")
+GRAPH_OF = {"text_encoder": "text_encoder", "drums_encoder": "drums_encoder", "flow_step": "flow_step",
+            "decoder": "encodec_decoder"}
+CPU_BASELINE = "torch:fp32"
+GPU_BASELINE = "torch-cuda:fp16"
+
+SUPPORTED = {
+    "torch": {"fp32": "PyTorch eager fp32 (CPU)", "bf16": "PyTorch eager, bf16 autocast (CPU)"},
+    "torch-cuda": {"fp32": "PyTorch eager fp32 (GPU)", "fp16": "PyTorch eager, fp16 autocast (GPU)",
+                   "bf16": "PyTorch eager, bf16 autocast (GPU)"},
+    "torch-compile": {"fp32": "torch.compile flow step fp32", "fp16": "torch.compile flow step, fp16 autocast",
+                      "bf16": "torch.compile flow step, bf16 autocast"},
+    "ort-cpu": {"fp32": "ONNX Runtime CPU fp32 (graphs as exported)",
+                "fp32-fused": "ONNX Runtime CPU fp32, attention-fused flow step (benchmarks/fusion.py)",
+                "fp16": "ONNX Runtime CPU, mixed fp16 graph",
+                "int8": "ONNX Runtime CPU, attention-fused flow step with int8 dynamic-quantised linears"},
+    "ort-cuda": {"fp32": "ONNX Runtime CUDA fp32 (IOBinding)",
+                 "fp32-fused": "ONNX Runtime CUDA fp32, attention-fused flow step (IOBinding)",
+                 "fp16": "ONNX Runtime CUDA, mixed fp16 (IOBinding)"},
+    "trt": {"fp16": "TensorRT fp16 engines"},
+}
+
+WHY_NOT = {
+    ("ort-cpu", "bf16"): "ONNX Runtime's CPU execution provider has no bf16 MatMul kernels on x86",
+    ("torch", "fp16"): "fp16 autocast on CPU is not what anyone runs; bf16 is the CPU reduced precision",
+    ("torch", "int8"): "PyTorch eager has no int8 path for this model without a quantisation workflow",
+    ("torch", "fp32-fused"): "fp32-fused is an ONNX graph transform",
+    ("trt", "fp32"): "the exporter builds fp16 TensorRT engines only",
+}
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def unsupported_reason(backend: str, precision: str) -> tp.Optional[str]:
+    """None when the combination is benchmarked, else why not (recorded in the JSON)."""
+    if backend not in SUPPORTED:
+        return f"unknown backend (choose from {', '.join(BACKENDS)})"
+    if precision not in SUPPORTED[backend]:
+        why = WHY_NOT.get((backend, precision), "")
+        return f"{backend} has no {precision} path here (has {', '.join(SUPPORTED[backend])}){': ' + why if why else ''}"
+    if backend in GPU_BACKENDS and not cuda_available():
+        return "no CUDA device"
+    if backend == "ort-cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if backend == "trt":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return "tensorrt is not installed"
+    return None
+
+
+@dataclass
+class Variant:
+    backend: str
+    precision: str
+    device: str
+    label: str
+    call: tp.Dict[str, tp.Callable[[], tp.Any]] = field(default_factory=dict)
+    artifacts: tp.Dict[str, tp.Dict[str, tp.Any]] = field(default_factory=dict)
+    notes: tp.List[str] = field(default_factory=list)
+    cuda_events: bool = False
+    flow: tp.Optional[tp.Callable[[tp.Dict[str, np.ndarray]], np.ndarray]] = None
+    e2e: tp.Dict[str, tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]] = field(default_factory=dict)
+    e2e_skip: tp.Optional[str] = None
+    _keep: tp.List[tp.Any] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.precision}"
+
+
+def to_numpy(x: tp.Any) -> np.ndarray:
+    """Output of any backend → float32 numpy (torch tensors, OrtValues, arrays; first of tuples)."""
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    if isinstance(x, (tuple, list)):
+        x = x[0]
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        return np.asarray(x.numpy(), dtype=np.float32)
+    return np.asarray(x, dtype=np.float32)
+
+
+# -- torch ---------------------------------------------------------------------------------------------
+_NOT_USED = {"flow_step": ("flow.condition_provider.",), "drums_encoder": ("cond.compression_model.model.decoder.",)}
+
+
+def _param_bytes(module: tp.Any, component: str) -> int:
+    """Bytes of the parameters a component's computation uses (the wrappers also hold unused modules)."""
+    skip = _NOT_USED.get(component, ())
+    return int(sum(p.numel() * p.element_size() for n, p in module.named_parameters() if not n.startswith(skip)))
+
+
+def _autocast(device: str, precision: str):
+    import torch
+
+    if precision == "fp16":
+        return torch.autocast(device, dtype=torch.float16)
+    if precision == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def jasco_on(jasco: tp.Any, device: str) -> tp.Any:
+    """The reference model on ``device`` (a deep copy for CUDA: T5 and EnCodec included)."""
+    if device == "cpu":
+        return jasco
+    new = copy.deepcopy(jasco)
+    new.model.to(device)
+    t5c = new.model.condition_provider.conditioners["description"]
+    if t5c.t5 is not None:
+        t5c.t5.to(device)
+    return new
+
+
+def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any, components: tp.Sequence[str]) -> Variant:
+    import torch
+
+    from jasco_export.graphs import declare_graphs
+
+    compile_ = backend == "torch-compile"
+    device = "cuda" if backend == "torch-cuda" or (compile_ and cuda_available()) else "cpu"
+    v = Variant(backend, precision, device, SUPPORTED[backend][precision], cuda_events=device == "cuda")
+    ref = jasco_on(jasco, device)
+    graphs = declare_graphs(ref)
+    v._keep.append(ref)
+
+    def bind(module: tp.Any, inputs: tp.Dict[str, np.ndarray], order: tp.Sequence[str]) -> tp.Callable[[], tp.Any]:
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(device) for k in order]
+
+        def run() -> tp.Any:
+            with torch.no_grad(), _autocast(device, precision):
+                return module(*args)
+        return run
+
+    modules = {c: graphs[g].module.eval() for c, g in GRAPH_OF.items() if g in graphs}
+    flow_module = modules["flow_step"]
+    if compile_:
+        flow_module = torch.compile(flow_module)
+        v.notes.append("only the flow step is compiled; the other components run eager")
+    order = {c: [s.name for s in graphs[g].inputs] for c, g in GRAPH_OF.items() if g in graphs}
+    for key, inputs in workload.component_inputs(components):
+        comp = key.split("/")[0]
+        module = flow_module if comp == "flow_step" else modules[comp]
+        v.call[key] = bind(module, inputs, order[comp])
+        v.artifacts[comp] = {"bytes": _param_bytes(modules[comp], comp), "what": "parameters the component uses"}
+
+    def flow(inputs: tp.Dict[str, np.ndarray]) -> np.ndarray:
+        return to_numpy(bind(flow_module, inputs, order["flow_step"])())
+    v.flow = flow
+
+    if compile_:
+        v.e2e_skip = "torch.compile variant measures the flow step only"
+    elif workload.solver not in ("euler", "dopri5"):
+        v.e2e_skip = f"audiocraft (and the reference) offer euler and dopri5 only, not {workload.solver}"
+    elif "end_to_end" in components:
+        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
+            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:
+                import time
+
+                params = {"euler": True, "euler_steps": workload.steps} if workload.solver == "euler" else {}
+                ref.set_generation_params(cfg_coef_all=workload.cfg[0], cfg_coef_txt=workload.cfg[1], **params)
+                t0 = time.perf_counter()
+                with _autocast(device, precision):
+                    out = ref.generate_music(bi.descriptions, drums_wav=torch.from_numpy(workload.drums_wav)[None],
+                                             drums_sample_rate=workload.sample_rate, chords=workload.chords or None,
+                                             init_noise=torch.from_numpy(bi.noise), return_output=True)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                return to_numpy(out.latents), {"total": time.perf_counter() - t0}, int(out.nfe)
+            return e2e
+
+        for b, bi in workload.batches.items():
+            v.e2e[f"end_to_end/b{b}"] = make_e2e(bi)
+    return v
+
+
+# -- runtime (ONNX Runtime, TensorRT) -------------------------------------------------------------------
+def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp.Any, components: tp.Sequence[str],
+                    threads: tp.Optional[int]) -> Variant:
+    from jasco_runtime.backends.onnxruntime_backend import OnnxRuntimeEngine
+    from jasco_runtime.manifest import load_manifest
+    from jasco_runtime.pipeline import JascoPipeline
+
+    from .models import artifact_bytes
+
+    manifest = load_manifest(export_dir)
+    on_gpu = backend in ("ort-cuda", "trt")
+    v = Variant(backend, precision, "cuda" if on_gpu else "cpu", SUPPORTED[backend][precision])
+    needed = {GRAPH_OF[c] for c in components if c in GRAPH_OF}
+    if "end_to_end" in components:
+        needed |= {"text_encoder", "flow_step", "encodec_decoder"} | ({"drums_encoder"} if manifest.has_drums else set())
+    engines: tp.Dict[str, tp.Any] = {}
+    for graph in sorted(needed):
+        files = manifest.graphs[graph].files
+        if backend == "trt":
+            from jasco_runtime.backends.tensorrt_backend import TensorRTEngine
+
+            if "trt-fp16" not in files:
+                raise RuntimeError(f"no TensorRT engine for {graph} in {export_dir}")
+            path = export_dir / files["trt-fp16"]
+            engines[graph] = TensorRTEngine(path, graph)
+        else:
+            key = f"onnx-{precision}" if f"onnx-{precision}" in files else "onnx-fp32"
+            if key != f"onnx-{precision}":
+                v.notes.append(f"{graph}: no {precision} graph, runs fp32")
+            path = export_dir / files[key]
+            engines[graph] = OnnxRuntimeEngine(path, graph, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
+        comp = next(c for c, g in GRAPH_OF.items() if g == graph)
+        v.artifacts[comp] = {"bytes": artifact_bytes(path), "file": path.name}
+    v._keep.append(engines)
+
+    def bind(engine: tp.Any, inputs: tp.Dict[str, np.ndarray]) -> tp.Callable[[], tp.Any]:
+        feeds = {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}
+        if backend == "ort-cuda":
+            bound = {k: engine.to_device(a) for k, a in feeds.items()}  # resident, as the pipeline keeps them
+            return lambda: engine.run_bound(bound)
+        return lambda: engine(**feeds)
+
+    for key, inputs in workload.component_inputs(components):
+        v.call[key] = bind(engines[GRAPH_OF[key.split("/")[0]]], inputs)
+
+    if "flow_step" in engines:
+        fs = engines["flow_step"]
+        v.flow = lambda inputs: to_numpy(fs(**{k: np.ascontiguousarray(inputs[k]) for k in fs.input_names})["v"])
+
+    if "end_to_end" in components:
+        pipe = JascoPipeline(manifest, engines, "tensorrt" if backend == "trt" else "onnxruntime")
+
+        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
+            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:
+                res = pipe.generate(bi.descriptions, chords=workload.chords or None, drums=workload.drums_wav,
+                                    drums_sample_rate=workload.sample_rate, cfg_coef_all=workload.cfg[0],
+                                    cfg_coef_txt=workload.cfg[1], solver=workload.solver, steps=workload.steps,
+                                    init_noise=bi.noise, progress=False)
+                return res.latents, dict(res.timings), int(res.nfe)
+            return e2e
+
+        for b, bi in workload.batches.items():
+            v.e2e[f"end_to_end/b{b}"] = make_e2e(bi)
+    return v
