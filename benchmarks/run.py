@@ -199,13 +199,13 @@ def run(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
         export_dirs["onnx"] = ensure_export(model, graphs, ort_precisions, args.cache, fresh=args.fresh, parity=args.parity)
         setup["export_onnx"] = time.perf_counter() - t0
         if "fp32-fused" in ort_precisions:
-            from .fusion import ensure_fused
+            from .cpu_variants import ensure_fused
 
             t0 = time.perf_counter()
             ensure_fused(export_dirs["onnx"])
             setup["fuse_attention"] = time.perf_counter() - t0
         if "int8" in ort_precisions:
-            from .quantize import ensure_int8
+            from .cpu_variants import ensure_int8
 
             t0 = time.perf_counter()
             ensure_int8(export_dirs["onnx"])

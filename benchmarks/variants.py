@@ -9,8 +9,8 @@ torch-cuda        PyTorch eager on the GPU: fp32, or fp16 / bf16 autocast; the G
                   ``torch-cuda:fp16`` (what audiocraft users run: autocast float16)
 torch-compile     ``torch.compile`` of the flow step (GPU if present, else CPU); other components eager
 ort-cpu           the torch-free runtime's ONNX Runtime engines on the CPU: fp32 (as exported), fp32-fused
-                  (flow step with fused attention, :mod:`benchmarks.fusion`), fp16 (mixed graph), int8
-                  (fused flow step with int8 dynamic-quantised linears, :mod:`benchmarks.quantize`)
+                  (flow step with fused attention, :mod:`jasco_export.fusion`), fp16 (mixed graph), int8
+                  (fused flow step with int8 dynamic-quantised linears, :mod:`jasco_export.quantize`)
 ort-cuda          ONNX Runtime CUDA EP with IOBinding (inputs resident on the device): fp32, fp32-fused, fp16
 trt               TensorRT fp16 engines (``jasco-export --backend trt``) through the runtime's engine
 ================  =========================================================================================
@@ -46,7 +46,7 @@ SUPPORTED = {
     "torch-compile": {"fp32": "torch.compile flow step fp32", "fp16": "torch.compile flow step, fp16 autocast",
                       "bf16": "torch.compile flow step, bf16 autocast"},
     "ort-cpu": {"fp32": "ONNX Runtime CPU fp32 (graphs as exported)",
-                "fp32-fused": "ONNX Runtime CPU fp32, attention-fused flow step (benchmarks/fusion.py)",
+                "fp32-fused": "ONNX Runtime CPU fp32, attention-fused flow step (jasco_export/fusion.py)",
                 "fp16": "ONNX Runtime CPU, mixed fp16 graph",
                 "int8": "ONNX Runtime CPU, attention-fused flow step with int8 dynamic-quantised linears"},
     "ort-cuda": {"fp32": "ONNX Runtime CUDA fp32 (IOBinding)",

@@ -158,3 +158,24 @@ def test_summary_table_lists_every_graph_with_sizes(tiny_engines):
     assert "MiB" in rows["flow_step"].split("|")[3]  # fp16 file present
     assert rows["drums_encoder"].split("|")[3].strip() == "-"  # kept fp32
     assert all(line.rstrip("| ").endswith("ok") for line in rows.values())
+
+
+def test_int8_cpu_flow_step_is_exported_gated_and_used_by_the_runtime(tiny_hub, tmp_path):
+    from jasco_export.exporter import ExportOptions, run_export
+    from jasco_runtime import JascoPipeline
+
+    res = run_export(ExportOptions(model="jasco-tiny/chords-drums", out=tmp_path / "e", precisions=("fp32", "int8")))
+    m = res.manifest
+    assert m["graphs"]["flow_step"]["files"]["onnx-int8"] == "flow_step.int8.onnx"
+    assert m["precision"]["int8"]["flow_step"]["attention_fusion"]["self_attention_fused"] == 2  # 2 layers
+    assert not list(res.out.glob(".*"))  # the fused intermediate is not left behind
+    rows = {(r["check"], r["precision"]): r for r in res.parity["rows"]}
+    assert rows[("e2e/euler10-latents", "int8")]["status"] == "PASS"
+    assert 0 < rows[("flow_step/random", "int8")]["rel_l2"] <= 5e-2  # really quantised, and close
+    kw = dict(chords="C:0 G:5", cfg_coef_all=1.25, cfg_coef_txt=2.5, steps=4, progress=False,
+              init_noise=np.random.default_rng(0).standard_normal((1, 500, 128)).astype(np.float32))
+    i8 = JascoPipeline.from_dir(res.out, backend="onnxruntime", providers=["cpu"], precision="int8")
+    fp = JascoPipeline.from_dir(res.out, backend="onnxruntime", providers=["cpu"], precision="fp32")
+    a, b = i8.generate(["funk"], **kw).latents, fp.generate(["funk"], **kw).latents
+    rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+    assert 0 < rel <= 2e-2

@@ -26,7 +26,8 @@ def _export_parser() -> argparse.ArgumentParser:
                                 epilog="Other commands: `jasco-export make-tiny --out DIR`, `jasco-export demo`.")
     p.add_argument("--model", required=True, help="hub id (e.g. facebook/jasco-chords-drums-400M) or local folder")
     p.add_argument("--out", type=Path, help="output folder (default engines/<model-name>)")
-    p.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16 (default both)")
+    p.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16, int8 (default fp32,fp16; "
+                   "int8 adds a dynamically quantised flow step for ONNX Runtime CPU)")
     p.add_argument("--backend", default="onnx", choices=["onnx", "trt", "all"],
                    help="onnx: ONNX graphs only; trt/all: also FP16 TensorRT engines (needs tensorrt + GPU)")
     p.add_argument("--max-batch", type=int, default=6, help="max CFG rows per engine call (prompts × terms), default 6")

@@ -28,7 +28,7 @@ from .graphs import GraphSpec, declare_graphs
 from .jasco import JASCO
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: CPU flow step (ONNX Runtime dynamic quantisation)
 
 
 @dataclass
@@ -169,7 +169,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
     """The whole export; returns the manifest and parity report (raises JascoError on failure)."""
     for p in opts.precisions:
         if p not in PRECISIONS:
-            raise InputError(f"unknown precision {p!r}; use fp32 and/or fp16")
+            raise InputError(f"unknown precision {p!r}; use any of {', '.join(PRECISIONS)}")
+    if "fp32" not in opts.precisions:
+        raise InputError("--precision must include fp32 (the reference graphs the others derive from and fall back to)")
     if opts.backend not in ("onnx", "trt", "all"):
         raise InputError(f"unknown backend {opts.backend!r}; use onnx, trt or all")
     out = _prepare_out(opts)
@@ -189,6 +191,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
     try:
         files: tp.Dict[str, tp.Dict[str, str]] = {}
         fp16_info: tp.Dict[str, tp.Any] = {}
+        int8_info: tp.Dict[str, tp.Any] = {}
         for name, spec in graphs.items():
             t = time.perf_counter()
             _log(f"exporting {name} (fp32 ONNX, opset {opts.opset})")
@@ -201,6 +204,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
                 info = onnx_export.convert_fp16(path, tmp / f"{name}.fp16.onnx")
                 files[name]["onnx-fp16"] = f"{name}.fp16.onnx"
                 fp16_info[name] = info
+            if "int8" in opts.precisions and name == "flow_step":
+                _log("quantising flow_step to int8 (attention fused, dynamic int8 linears) for ONNX Runtime CPU")
+                files[name]["onnx-int8"], int8_info = _int8_flow_step(tmp, path, jasco.cfg.transformer.num_heads)
             timings[f"export_{name}"] = time.perf_counter() - t
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
@@ -210,6 +216,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
             extra["chords_mapping"] = "chords_mapping.json"
         trt_info = build_tensorrt(tmp, graphs, files, opts)
         manifest = build_manifest(jasco, graphs, files, extra, opts, fp16_info, trt_info)
+        if int8_info:
+            manifest["precision"]["int8"] = {"flow_step": int8_info}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         from .parity import run_parity
 
@@ -236,6 +244,22 @@ def run_export(opts: ExportOptions) -> ExportResult:
     return ExportResult(out, manifest, parity, timings)
 
 
+def _int8_flow_step(folder: Path, fp32_path: Path, num_heads: int) -> tp.Tuple[str, tp.Dict[str, tp.Any]]:
+    """Fused-attention copy of the fp32 flow step, then its int8 dynamic quantisation (see quantize.py)."""
+    from .fusion import fuse_attention
+    from .quantize import fp32_nodes, quantize_flow_step_int8
+
+    fused = folder / ".flow_step.fp32-fused.onnx"
+    try:
+        fusion = fuse_attention(fp32_path, fused, num_heads)
+        dst = folder / "flow_step.int8.onnx"
+        recipe = quantize_flow_step_int8(fused, dst, exclude=fp32_nodes(fused))
+    finally:
+        for f in folder.glob(fused.name + "*"):
+            f.unlink()
+    return dst.name, {**recipe, "attention_fusion": fusion}
+
+
 def summary_table(res: ExportResult) -> str:
     """Markdown table of what was written: per graph its files and sizes, export time, TRT check."""
     def size(name: tp.Optional[str]) -> str:
@@ -245,11 +269,12 @@ def summary_table(res: ExportResult) -> str:
         return f"{n / 2**20:.1f} MiB"
 
     compat = res.manifest.get("tensorrt", {}).get("compatibility", {})
-    lines = ["| graph | onnx fp32 | onnx fp16 | TensorRT fp16 | export s | TensorRT op check |", "|---|---|---|---|---|---|"]
+    lines = ["| graph | onnx fp32 | onnx fp16 | onnx int8 | TensorRT fp16 | export s | TensorRT op check |",
+             "|---|---|---|---|---|---|---|"]
     for name, g in res.manifest["graphs"].items():
         f = g.get("files", {})
         check = compat.get(name, {})
-        lines.append(f"| {name} | {size(f.get('onnx-fp32'))} | {size(f.get('onnx-fp16'))} | {size(f.get('trt-fp16'))} | "
+        lines.append(f"| {name} | {size(f.get('onnx-fp32'))} | {size(f.get('onnx-fp16'))} | {size(f.get('onnx-int8'))} | {size(f.get('trt-fp16'))} | "
                      f"{res.timings.get('export_' + name, 0):.1f} | {'ok' if check.get('ok') else 'PROBLEMS' if check else '-'} |")
     return "\n".join(lines)
 

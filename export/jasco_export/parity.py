@@ -19,6 +19,10 @@ from .graphs import GraphSpec
 FP32_MAX_ABS = 1e-4
 FP16_REL_L2 = 1e-2
 FP16_E2E_REL_L2 = 3e-2
+# int8 (CPU flow step only): issue "benchmarks" asks Euler-10 latents within 2e-2 relative L2 of fp32; one
+# evaluation is gated looser (measured 2.0e-2 at 400M; errors partly average out over the steps)
+INT8_REL_L2 = 5e-2
+INT8_E2E_REL_L2 = 2e-2
 # End to end, fp32: relative, because the drums encoder's argmin codes can flip on near ties between two
 # correct float32 implementations (seen at 400M: 1 code in 500) and 10 CFG-weighted steps (Σ|w| = 6.5 at
 # 1.25/2.5) carry such a local change into the latents; max abs is reported beside it.
@@ -151,6 +155,8 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
             if precision == "fp16" and not spec.fp16:
                 rows.append(_skip(name, precision, "graph kept fp32 (runs once per generation)"))
                 continue
+            if precision == "int8" and name != "flow_step":
+                continue  # only the flow step has an int8 graph; the runtime uses fp32 for the others
             path = folder / f"{name}.{precision}.onnx"
             providers, backend = _ort_sessions(folder, precision)
             try:
@@ -171,7 +177,8 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
                 except Exception as exc:
                     rows.append(_skip(f"{name}/{case}", precision, f"{backend} failed to run: {str(exc)[:120]}"))
                     continue
-                metric, thr = ("max_abs", FP32_MAX_ABS) if precision == "fp32" else ("rel_l2", FP16_REL_L2)
+                metric, thr = {"fp32": ("max_abs", FP32_MAX_ABS), "fp16": ("rel_l2", FP16_REL_L2),
+                               "int8": ("rel_l2", INT8_REL_L2)}[precision]
                 if name == "drums_encoder":
                     rows.append(_drums_row(f"{name}/{case}", precision, backend, refs, gots, metric, thr))
                 else:
@@ -180,7 +187,8 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
         rows.extend(end_to_end(jasco, folder, opts, log))
     passed = all(r["status"] != "FAIL" for r in rows)
     report = {"passed": passed, "thresholds": {"fp32_max_abs": FP32_MAX_ABS, "fp16_rel_l2": FP16_REL_L2,
-                                               "fp16_e2e_rel_l2": FP16_E2E_REL_L2, "e2e_fp32_rel_l2": E2E_FP32_REL_L2},
+                                               "fp16_e2e_rel_l2": FP16_E2E_REL_L2, "e2e_fp32_rel_l2": E2E_FP32_REL_L2,
+                                               "int8_rel_l2": INT8_REL_L2, "int8_e2e_rel_l2": INT8_E2E_REL_L2},
               "rows": rows}
     log("\n" + format_table(rows))
     return report
@@ -216,8 +224,9 @@ def end_to_end(jasco: tp.Any, folder: Path, opts: tp.Any, log: tp.Callable[[str]
             rows.append(_row("e2e/euler10-latents", precision, backend, ref_lat, res.latents, "rel_l2", E2E_FP32_REL_L2))
             rows.append(_row("e2e/euler10-audio", precision, backend, ref_audio, res.audio, "rel_l2", E2E_FP32_REL_L2))
         else:
-            rows.append(_row("e2e/euler10-latents", precision, backend, ref_lat, res.latents, "rel_l2", FP16_E2E_REL_L2))
-            rows.append(_row("e2e/euler10-audio", precision, backend, ref_audio, res.audio, "rel_l2", FP16_E2E_REL_L2,
+            limit = FP16_E2E_REL_L2 if precision == "fp16" else INT8_E2E_REL_L2
+            rows.append(_row("e2e/euler10-latents", precision, backend, ref_lat, res.latents, "rel_l2", limit))
+            rows.append(_row("e2e/euler10-audio", precision, backend, ref_audio, res.audio, "rel_l2", limit,
                              gate=False))
             rows[-1]["status"] = rows[-1]["status"] if rows[-1]["status"] == "PASS" else "INFO"
     return rows

@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--init-noise", type=Path, help=".npy [B, T, 128] initial noise for exact replay")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
-    p.add_argument("--precision", choices=["fp32", "fp16"], help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA; int8: CPU flow step, if exported)")
     p.add_argument("--out", required=True, type=Path, help="OUT.wav; with several prompts OUT_0.wav, OUT_1.wav, ...")
     p.add_argument("--format", default="float", choices=["float", "pcm16"], help="wav sample format")
     p.add_argument("--normalize", choices=["peak", "loudness"], help="normalise each clip")

@@ -1,6 +1,6 @@
 """Reduced-precision CPU flow step: ONNX Runtime dynamic int8 quantisation of the fp32 graph.
 
-Input: the attention-fused fp32 graph (:mod:`benchmarks.fusion`). Weights of every MatMul with a
+Input: the attention-fused fp32 graph (:mod:`jasco_export.fusion`). Weights of every MatMul with a
 constant right-hand side (the linear layers, except the few listed in ``KEEP_FP32_PATTERNS``) become int8 per output
 channel (symmetric); activations are quantised to uint8 per tensor at run time
 (``DynamicQuantizeLinear``), the products run as ``MatMulInteger`` (u8·s8 → s32; AVX-512 VNNI / AVX-VNNI
@@ -11,7 +11,6 @@ bf16 is not offered for ONNX Runtime: its CPU execution provider has no bf16 Mat
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,8 +19,6 @@ import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-INT8_FILE = "flow_step.int8.onnx"
 
 # MatMuls kept fp32: together < 0.5 % of the flow step's FLOPs, but each one alone, quantised, adds about
 # 1e-2 relative error to the vector field (400M, measured by fake-quantising one group at a time): the
@@ -65,28 +62,3 @@ def quantize_flow_step_int8(src: Path, dst: Path, exclude: tp.Sequence[str] = ()
             "activations": "uint8 asymmetric per tensor, dynamic (DynamicQuantizeLinear)",
             "ops": "MatMul with constant weights → MatMulInteger; attention products, norms, softmax, GELU fp32",
             "kept_fp32_nodes": len(exclude), "kept_fp32_patterns": list(KEEP_FP32_PATTERNS), "seconds": time.perf_counter() - t0}
-
-
-def ensure_int8(export_dir: Path) -> Path:
-    """Add ``flow_step.int8.onnx`` to an export folder and register it in its manifest as ``onnx-int8``,
-    so ``JascoPipeline.from_dir(..., precision='int8')`` picks it for the flow step (the other graphs
-    fall back to fp32, the runtime's rule for graphs without that precision).
-
-    Quantised from the attention-fused fp32 graph (:mod:`benchmarks.fusion`); rebuilt when the recipe
-    (source graph, fp32 patterns) changed since the cached copy was made.
-    """
-    from .fusion import ensure_fused
-
-    src = ensure_fused(export_dir)
-    dst = export_dir / INT8_FILE
-    manifest_path = export_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = manifest["graphs"]["flow_step"]
-    old = manifest.get("precision", {}).get("int8", {}).get("flow_step", {})
-    if not dst.is_file() or old.get("source") != src.name or old.get("kept_fp32_patterns") != list(KEEP_FP32_PATTERNS):
-        logger.info("quantising %s to int8", src)
-        recipe = quantize_flow_step_int8(src, dst, exclude=fp32_nodes(src))
-        manifest.setdefault("precision", {})["int8"] = {"flow_step": {**recipe, "source": src.name}}
-    entry["files"]["onnx-int8"] = INT8_FILE
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    return dst

@@ -13,7 +13,7 @@ SkipLayerNormalization here). This pass rewrites every attention block of the fl
 
 Only blocks of the expected shape are rewritten (bias-free projections feeding the head reshape, one
 Softmax, no mask or q/k norm); anything else is left as exported. Numerics: the same products in another order
-(≈ 1e-6 relative). This belongs in the exporter as an ONNX Runtime CPU option; it lives here until then.
+(≈ 1e-6 relative). Used by ``jasco-export --precision int8`` (the int8 graph is quantised from the fused one).
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 logger = logging.getLogger(__name__)
-FUSED_FILE = "flow_step.fp32-fused.onnx"
 
 
 def _consumers(graph: tp.Any) -> tp.Dict[str, tp.List[tp.Any]]:
@@ -127,24 +126,6 @@ def fuse_attention(src: Path, dst: Path, num_heads: int) -> tp.Dict[str, tp.Any]
     onnx.save_model(model, str(tmp), save_as_external_data=big, all_tensors_to_one_file=True,
                     location=dst.name + ".data" if big else None)
     tmp.replace(dst)
-    return {"pass": "benchmarks.fusion.fuse_attention", "self_attention_fused": fused_self,
+    return {"pass": "jasco_export.fusion.fuse_attention", "self_attention_fused": fused_self,
             "cross_attention_fused": fused_cross, "blocks_left_as_exported": skipped, "nodes_removed": removed,
             "seconds": time.perf_counter() - t0}
-
-
-def ensure_fused(export_dir: Path) -> Path:
-    """Add the fused fp32 flow step to an export folder (once), registered as ``onnx-fp32-fused``."""
-    import json
-
-    dst = export_dir / FUSED_FILE
-    mpath = export_dir / "manifest.json"
-    manifest = json.loads(mpath.read_text())
-    entry = manifest["graphs"]["flow_step"]
-    if not dst.is_file():
-        src = export_dir / entry["files"]["onnx-fp32"]
-        logger.info("fusing attention in %s", src)
-        info = fuse_attention(src, dst, int(manifest["dims"]["heads"]))
-        manifest.setdefault("precision", {})["fp32-fused"] = {"flow_step": info}
-    entry["files"]["onnx-fp32-fused"] = FUSED_FILE
-    mpath.write_text(json.dumps(manifest, indent=2))
-    return dst
