@@ -11,7 +11,6 @@ graph the run needs (delete the folder, or pass ``--fresh``, after changing the 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -84,28 +83,6 @@ def resolve_model(arg: str, cache: Path = DEFAULT_CACHE) -> ModelRef:
     return ModelRef(arg, repo, preset, hub)
 
 
-@contextlib.contextmanager
-def _parity_skipped(skip: bool):
-    """The exporter always runs its parity gate (~2 min for the 400M flow step on 2 cores). The benchmark
-    checks its own outputs against the PyTorch reference (``output_rel_l2``), so it skips the gate by
-    default; ``--parity`` keeps it."""
-    if not skip:
-        yield
-        return
-    import jasco_export.parity as parity
-
-    real = parity.run_parity
-
-    def skipped(*args: tp.Any, **kwargs: tp.Any) -> tp.Dict[str, tp.Any]:
-        return {"passed": True, "rows": [], "skipped": "parity gate skipped by benchmarks (pass --parity to run it)"}
-
-    parity.run_parity = skipped
-    try:
-        yield
-    finally:
-        parity.run_parity = real
-
-
 def ensure_export(model: ModelRef, graphs: tp.Sequence[str], precisions: tp.Sequence[str], cache: Path = DEFAULT_CACHE,
                   backend: str = "onnx", fresh: bool = False, parity: bool = False) -> Path:
     """An export folder of ``model`` holding at least ``graphs`` in ``precisions`` (reused when cached)."""
@@ -122,15 +99,7 @@ def ensure_export(model: ModelRef, graphs: tp.Sequence[str], precisions: tp.Sequ
     want = sorted(set(graphs) | have)
     logger.info("exporting %s (%s; %s) to %s", model.load_id, ", ".join(want), "+".join(precs), folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _parity_skipped(not parity):
-        run_export(ExportOptions(model=model.load_id, out=folder, precisions=precs, backend=backend, graphs=want,
-                                 end_to_end=parity, parity_gate=parity, force=True))
+    # the benchmark checks its own outputs against PyTorch (output_rel_l2); --parity also runs the gate
+    run_export(ExportOptions(model=model.load_id, out=folder, precisions=precs, backend=backend, graphs=want,
+                             end_to_end=parity, parity_gate=parity, run_parity=parity, force=True))
     return folder
-
-
-def artifact_bytes(path: Path) -> int:
-    """File size including ONNX external data next to it."""
-    total = path.stat().st_size
-    for f in path.parent.glob(path.name + ".data"):
-        total += f.stat().st_size
-    return total

@@ -229,7 +229,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
     from jasco_runtime.manifest import load_manifest
     from jasco_runtime.pipeline import JascoPipeline
 
-    from .models import artifact_bytes
+    from jasco_export.onnx_export import file_size as artifact_bytes
 
     manifest = load_manifest(export_dir)
     on_gpu = backend in ("ort-cuda", "trt")

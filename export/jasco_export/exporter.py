@@ -44,6 +44,7 @@ class ExportOptions:
     chords_mapping: tp.Optional[str] = None
     revision: tp.Optional[str] = None
     parity_gate: bool = True
+    run_parity: bool = True  # library only (benchmark caches): False skips the parity runs altogether
     force: bool = False
     graphs: tp.Optional[tp.Sequence[str]] = None
     end_to_end: bool = True
@@ -222,13 +223,14 @@ def run_export(opts: ExportOptions) -> ExportResult:
         from .parity import run_parity
 
         t = time.perf_counter()
-        parity = run_parity(jasco, graphs, tmp, opts, log=_log)
+        parity = run_parity(jasco, graphs, tmp, opts, log=_log) if opts.run_parity else \
+            {"passed": None, "rows": [], "skipped": "parity not run (ExportOptions.run_parity=False)"}
         timings["parity"] = time.perf_counter() - t
         extra["parity"] = "parity.json"
         manifest["files"] = extra
         (tmp / "parity.json").write_text(json.dumps(parity, indent=2))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if not parity["passed"] and opts.parity_gate:
+        if parity["passed"] is False and opts.parity_gate:
             failed = ", ".join(r["check"] for r in parity["rows"] if r["status"] == "FAIL")
             raise JascoError(f"parity gate failed ({failed}); see the table above, or pass --no-parity-gate to keep the artifacts")
         umask = os.umask(0)

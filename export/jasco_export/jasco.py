@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import typing as tp
 from dataclasses import dataclass
 

@@ -64,7 +64,6 @@ def _drums_row(check: str, precision: str, backend: str, refs: tp.List[np.ndarra
     (≥ 99 %) and on the embedding error over the blur groups whose codes all agree."""
     (ref, ref_codes), (got, got_codes) = refs, gots
     agree = float(np.mean(ref_codes == got_codes))
-    f = ref_codes.shape[1]
     group = np.ones_like(ref_codes, dtype=bool)
     for b in range(ref_codes.shape[0]):  # a flipped code changes its whole blur group of 3 frames
         bad = np.nonzero(ref_codes[b] != got_codes[b])[0]

@@ -12,7 +12,6 @@ import os
 import time
 import typing as tp
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
