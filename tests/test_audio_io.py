@@ -1,6 +1,8 @@
 """Audio / melody inputs and wav outputs of the runtime (jasco_runtime.audio_io)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -69,6 +71,9 @@ def test_wav_written_atomically_and_round_trips(subtype, tmp_path):
     assert sr == 32000 and back.shape == (32000,)
     np.testing.assert_allclose(back, clip[0], atol=1e-4 if subtype == "PCM_16" else 0)
     assert [p.name for p in tmp_path.iterdir()] == ["o.wav"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_failed_write_leaves_no_file(tmp_path):

@@ -112,11 +112,20 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
     clip = normalize_clip(clip, sample_rate, normalize)
     if subtype == "PCM_16":
         clip = np.clip(clip, -1.0, 1.0)
+    atomic_write(path, lambda f: sf.write(f, clip.T, int(sample_rate), subtype=subtype, format="WAV"))
+
+
+def atomic_write(path: PathLike, write: tp.Callable[[tp.BinaryIO], None]) -> None:
+    """Write through a temp file in the same folder, then rename: readers never see a partial file.
+    The file gets the permissions a plain ``open`` would give (mkstemp's are private)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        sf.write(tmp, clip.T, int(sample_rate), subtype=subtype, format="WAV")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

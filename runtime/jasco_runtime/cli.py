@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -72,18 +70,6 @@ def _out_paths(out: Path, n: int) -> tp.List[Path]:
     return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     from . import audio_io
     from .pipeline import JascoPipeline
@@ -109,7 +95,7 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     for path, clip in zip(outs, res.audio):
         audio_io.write_wav(path, clip, res.sample_rate, subtype=subtype, normalize=a.normalize)
     if a.save_latents is not None:
-        _save_npy_atomic(a.save_latents, res.latents)
+        audio_io.atomic_write(a.save_latents, lambda f: np.save(f, res.latents))
     return {"outputs": [str(p) for p in outs], "prompts": prompts, "sample_rate": res.sample_rate,
             "seconds": res.audio.shape[-1] / res.sample_rate, "nfe": res.nfe, "backend": pipe.backend,
             "solver": a.solver or pipe.manifest.defaults["solver"],
