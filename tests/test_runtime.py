@@ -38,6 +38,17 @@ def _reference(tiny_cd, noise, drums=None, sr=32000, **params):
                                   drums_sample_rate=sr, init_noise=torch.from_numpy(noise), return_output=True)
 
 
+def test_runtime_imports_with_only_numpy_soundfile_tokenizers():
+    """Edge targets often have no onnxruntime (TensorRT only): every optional library is blocked here."""
+    blocked = ["torch", "transformers", "onnxruntime", "tensorrt", "polygraphy", "soxr", "tqdm", "onnx", "scipy"]
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+            + "import jasco_runtime, jasco_runtime.pipeline, jasco_runtime.cli, jasco_runtime.chords, "
+              "jasco_runtime.guidance, jasco_runtime.audio_io, jasco_runtime.solvers\n"
+              "from jasco_runtime.backends import available_backends\nprint(available_backends())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
 def test_runtime_import_does_not_need_torch():
     code = BLOCK_TORCH + "import jasco_runtime, jasco_runtime.pipeline, jasco_runtime.cli; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -147,3 +158,12 @@ def test_prompt_longer_than_the_engine_profile_is_clear(pipe):
     limit = pipe.manifest.graphs["text_encoder"].max_size("text_len")
     with pytest.raises(InputError, match=rf"at most {limit}.*--max-text-tokens"):
         pipe.generate(["drums " * (limit + 5)], steps=1, progress=False)
+
+
+def test_no_backend_installed_is_a_clear_error(tiny_engines, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + "sys.modules['onnxruntime'] = None; from jasco_runtime.cli import main; "
+         "raise SystemExit(main())", "--engines", str(tiny_engines.out), "--text", "x", "--out", str(tmp_path / "o.wav")],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install onnxruntime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.wav").exists()
