@@ -179,3 +179,12 @@ def test_int8_cpu_flow_step_is_exported_gated_and_used_by_the_runtime(tiny_hub, 
     a, b = i8.generate(["funk"], **kw).latents, fp.generate(["funk"], **kw).latents
     rel = np.linalg.norm(a - b) / np.linalg.norm(b)
     assert 0 < rel <= 2e-2
+
+
+def test_runtime_shapes_span_the_profiles(tiny_cd):
+    from jasco_export.graphs import declare_graphs
+
+    flow = declare_graphs(tiny_cd, max_batch=6, max_text_tokens=128)["flow_step"]
+    lo, hi = flow.runtime_shapes()
+    assert lo["z"] == (1, 500, 128) and lo["text"] == (1, 1, 64)
+    assert hi["z"] == (6, 500, 128) and hi["text"] == (6, 128, 64) and hi["t"] == (6,)

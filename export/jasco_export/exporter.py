@@ -294,7 +294,7 @@ def build_tensorrt(folder: Path, graphs: tp.Dict[str, GraphSpec], files: tp.Dict
         src = files[name].get("onnx-fp16") or files[name]["onnx-fp32"]
         profiles = {s.name: [tuple(int(getattr(spec.axes[d], k)) if isinstance(d, str) else d for d in s.shape)
                              for k in ("min", "opt", "max")] for s in spec.inputs}
-        report = check_trt_compatibility(folder / src, profiles=profiles)
+        report = check_trt_compatibility(folder / src, profiles=profiles, runtime_shapes=spec.runtime_shapes())
         info["compatibility"][name] = report.to_dict()
     if opts.backend == "onnx":
         info["skipped"] = "not requested (--backend onnx)"

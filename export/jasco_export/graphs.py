@@ -85,6 +85,12 @@ class GraphSpec:
                 out[spec.name] = torch.randn(shape, generator=generator)
         return out
 
+    def runtime_shapes(self) -> tp.List[tp.Dict[str, tp.Tuple[int, ...]]]:
+        """The extreme feeds the runtime sends (every dynamic axis at its min, then at its max): the
+        runtime chunks batches to the profile's max and refuses longer prompts, so these bound its use."""
+        return [{s.name: self.shape(s, {k: getattr(r, end) for k, r in self.axes.items()}) for s in self.inputs}
+                for end in ("min", "max")]
+
     def to_manifest(self) -> tp.Dict[str, tp.Any]:
         return {"inputs": [vars(s) | {"shape": list(s.shape)} for s in self.inputs],
                 "outputs": [vars(s) | {"shape": list(s.shape)} for s in self.outputs],
