@@ -167,3 +167,28 @@ def test_no_backend_installed_is_a_clear_error(tiny_engines, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "pip install onnxruntime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.fixture(scope="module")
+def melody_pipe(tiny_hub, tmp_path_factory):
+    from jasco_export.exporter import ExportOptions, run_export
+    from jasco_runtime import JascoPipeline
+
+    res = run_export(ExportOptions(model="jasco-tiny/chords-drums-melody", out=tmp_path_factory.mktemp("cdm") / "e",
+                                   precisions=("fp32",), end_to_end=False))
+    return JascoPipeline.from_dir(res.out, backend="onnxruntime", providers=["cpu"])
+
+
+@pytest.mark.parametrize("chords", [CHORDS, None], ids=["chords", "no-chords"])
+def test_melody_model_matches_reference(melody_pipe, tiny_cdm, chords):
+    """Melody projection in numpy, zero-padding after projection, and the melody kept in the Text/Null
+    terms when chords are absent (BEHAVIOUR §2, §9) — against the PyTorch reference."""
+    salience = np.load(shared_path("assets", "salience_1.npy"))[:, :450]  # a short melody: rows 450-499 → 0
+    noise = np.random.default_rng(5).standard_normal((2, 500, 128)).astype(np.float32)
+    tiny_cdm.set_generation_params(cfg_coef_all=1.25, cfg_coef_txt=2.5, euler=True, euler_steps=3)
+    ref = tiny_cdm.generate_music(PROMPTS, chords=chords, melody_salience_matrix=torch.from_numpy(salience),
+                                  init_noise=torch.from_numpy(noise), return_output=True)
+    res = melody_pipe.generate(PROMPTS, chords=chords, melody=salience.T, cfg_coef_all=1.25, cfg_coef_txt=2.5,
+                               solver="euler", steps=3, init_noise=noise, progress=False)
+    assert np.abs(res.latents - ref.latents.numpy()).max() <= 1e-4
+    assert np.abs(res.audio - ref.audio.numpy()).max() <= 1e-4
