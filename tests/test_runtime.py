@@ -192,3 +192,9 @@ def test_melody_model_matches_reference(melody_pipe, tiny_cdm, chords):
                                solver="euler", steps=3, init_noise=noise, progress=False)
     assert np.abs(res.latents - ref.latents.numpy()).max() <= 1e-4
     assert np.abs(res.audio - ref.audio.numpy()).max() <= 1e-4
+
+
+def test_asking_for_a_precision_that_was_not_exported_is_clear(tiny_engines, tmp_path):
+    """No silent fp32 fallback for the flow step (the tiny export has fp32 + fp16, no int8)."""
+    r = _run("--engines", str(tiny_engines.out), "--precision", "int8", "--text", "x", "--out", str(tmp_path / "o.wav"))
+    assert r.returncode == 2 and "no int8 flow_step" in r.stderr and "--precision fp32,int8" in r.stderr

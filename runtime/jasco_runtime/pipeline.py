@@ -67,7 +67,7 @@ class JascoPipeline:
     def from_dir(cls, engines_dir: tp.Union[str, os.PathLike], backend: str = "auto",
                  providers: tp.Optional[tp.Sequence[str]] = None, precision: tp.Optional[str] = None) -> "JascoPipeline":
         """Open an export folder.  ``backend``: 'auto' (TensorRT engines if built and importable, else
-        ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' (ONNX Runtime)."""
+        ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' | 'int8' (ONNX Runtime; int8 is CPU flow-step only)."""
         manifest = load_manifest(engines_dir)
         has_trt = all("trt-fp16" in g.files for g in manifest.graphs.values() if g.name != "encodec_encoder")
         if backend == "auto":
@@ -78,6 +78,11 @@ class JascoPipeline:
         if precision is None:
             gpu = bool(providers) and any(p.lower() in ("cuda", "cudaexecutionprovider") for p in providers)
             precision = "fp16" if gpu and any("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
+        elif backend == "onnxruntime" and f"onnx-{precision}" not in manifest.graphs["flow_step"].files:
+            # other graphs may fall back to fp32 (drums kept fp32, int8 is flow-step only); the flow step may not
+            raise InputError(f"{manifest.folder} has no {precision} flow_step graph (has: "
+                             f"{', '.join(sorted(manifest.graphs['flow_step'].files))}); re-export with "
+                             f"`jasco-export --precision fp32,{precision}` or pick another --precision")
         names = ["text_encoder", "flow_step", "encodec_decoder"] + (["drums_encoder"] if manifest.has_drums else [])
         built_on = (manifest.raw.get("tensorrt") or {}).get("device")
         engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision, built_on)
