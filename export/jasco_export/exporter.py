@@ -267,8 +267,7 @@ def summary_table(res: ExportResult) -> str:
     def size(name: tp.Optional[str]) -> str:
         if not name:
             return "-"
-        n = sum(p.stat().st_size for p in res.out.glob(name + "*"))
-        return f"{n / 2**20:.1f} MiB"
+        return f"{onnx_export.file_size(res.out / name) / 2**20:.1f} MiB"
 
     compat = res.manifest.get("tensorrt", {}).get("compatibility", {})
     lines = ["| graph | onnx fp32 | onnx fp16 | onnx int8 | TensorRT fp16 | export s | TensorRT op check |",
