@@ -1,13 +1,13 @@
 """Benchmark cache glue: add the fused fp32 and int8 flow steps to a cached export folder and register them
-in its manifest (the passes themselves live in :mod:`jasco_export.fusion` / :mod:`jasco_export.quantize`)."""
+in its manifest (the passes themselves live in :mod:`jasco_export.graphs.fusion` / :mod:`jasco_export.graphs.quantize`)."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
-from jasco_export.fusion import fuse_attention
-from jasco_export.quantize import KEEP_FP32_PATTERNS, fp32_nodes, quantize_flow_step_int8
+from jasco_export.graphs.fusion import fuse_attention
+from jasco_export.graphs.quantize import KEEP_FP32_PATTERNS, fp32_nodes, quantize_flow_step_int8
 
 logger = logging.getLogger(__name__)
 FUSED_FILE = "flow_step.fp32-fused.onnx"
@@ -35,7 +35,7 @@ def ensure_int8(export_dir: Path) -> Path:
     so ``JascoPipeline.from_dir(..., precision='int8')`` picks it for the flow step (the other graphs
     fall back to fp32, the runtime's rule for graphs without that precision).
 
-    Quantised from the attention-fused fp32 graph (:mod:`jasco_export.fusion`); rebuilt when the recipe
+    Quantised from the attention-fused fp32 graph (:mod:`jasco_export.graphs.fusion`); rebuilt when the recipe
     (source graph, fp32 patterns) changed since the cached copy was made.
     """
     src = ensure_fused(export_dir)

@@ -19,7 +19,7 @@ import numpy as np
 def flow_step_flops(tc: tp.Any, rows: int, frames: int, text_len: int) -> tp.Dict[str, int]:
     """FLOPs of one flow-step evaluation over ``rows`` CFG rows of ``frames`` latent frames.
 
-    ``tc`` is a :class:`jasco_export.config.TransformerConfig` (or anything with the same fields).
+    ``tc`` is a :class:`jasco_export.reference.config.TransformerConfig` (or anything with the same fields).
     Returns the breakdown and its ``total``. Per layer and row (d = dim, F = hidden, T, L):
 
     - self-attention: q, k, v, out projections 4·T·d², scores T²·d, weighted values T²·d

@@ -1,6 +1,6 @@
 """What ``--model`` names, and the cached artifacts a benchmark needs (random models, ONNX exports).
 
-``tiny`` / ``400m-random`` / ``1b-random`` are the presets of :mod:`jasco_export.tiny`: the real
+``tiny`` / ``400m-random`` / ``1b-random`` are the presets of :mod:`jasco_export.tiny.presets`: the real
 architecture (400M: dim 1024 × 24 layers with t5-base and encodec_32khz-sized conditioners; 1B: the
 assumed model_scale=medium) with random weights, written once in the release format into an offline
 hub cache under ``<cache>/models/<preset>/hub`` (the 400M one takes about 2 minutes and 2.3 GB). Any
@@ -23,7 +23,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
-PRESETS = {"tiny": "tiny", "400m-random": "400m", "1b-random": "1b"}  # --model → jasco_export.tiny preset
+PRESETS = {"tiny": "tiny", "400m-random": "400m", "1b-random": "1b"}  # --model → jasco_export.tiny.presets preset
 VARIANT = "chords-drums"
 
 
@@ -44,7 +44,7 @@ def _repo_folder(hub: Path, repo_id: str) -> Path:
 
 
 def _preset_repos(preset: str) -> tp.Tuple[str, tp.List[str]]:
-    from jasco_export.tiny import PRESETS as TINY_PRESETS
+    from jasco_export.tiny.presets import PRESETS as TINY_PRESETS
 
     org = TINY_PRESETS[preset]["org"]
     return f"{org}/{VARIANT}", [f"{org}/t5", f"{org}/encodec_32khz", f"{org}/{VARIANT}"]
@@ -76,7 +76,7 @@ def resolve_model(arg: str, cache: Path = DEFAULT_CACHE) -> ModelRef:
     os.environ["HF_HUB_CACHE"] = str(hub)
     os.environ["HF_HUB_OFFLINE"] = "1"
     if not all(_repo_folder(hub, r).exists() for r in wanted):
-        from jasco_export.tiny import make_tiny_models
+        from jasco_export.tiny.presets import make_tiny_models
 
         logger.info("writing the %s random model to %s (once; cached)", arg, hub)
         make_tiny_models(root, preset=preset, variants=(VARIANT,))

@@ -9,8 +9,8 @@ torch-cuda        PyTorch eager on the GPU: fp32, or fp16 / bf16 autocast; the G
                   ``torch-cuda:fp16`` (what audiocraft users run: autocast float16)
 torch-compile     ``torch.compile`` of the flow step (GPU if present, else CPU); other components eager
 ort-cpu           the torch-free runtime's ONNX Runtime engines on the CPU: fp32 (as exported), fp32-fused
-                  (flow step with fused attention, :mod:`jasco_export.fusion`), fp16 (mixed graph), int8
-                  (fused flow step with int8 dynamic-quantised linears, :mod:`jasco_export.quantize`)
+                  (flow step with fused attention, :mod:`jasco_export.graphs.fusion`), fp16 (mixed graph), int8
+                  (fused flow step with int8 dynamic-quantised linears, :mod:`jasco_export.graphs.quantize`)
 ort-cuda          ONNX Runtime CUDA EP with IOBinding (inputs resident on the device): fp32, fp32-fused, fp16
 trt               TensorRT fp16 engines (``jasco-export --backend trt``) through the runtime's engine
 ================  =========================================================================================
@@ -163,7 +163,7 @@ def jasco_on(jasco: tp.Any, device: str) -> tp.Any:
 def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any, components: tp.Sequence[str]) -> Variant:
     import torch
 
-    from jasco_export.graphs import declare_graphs
+    from jasco_export.graphs.spec import declare_graphs
 
     compile_ = backend == "torch-compile"
     device = "cuda" if backend == "torch-cuda" or (compile_ and cuda_available()) else "cpu"
@@ -229,7 +229,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
     from jasco_runtime.manifest import load_manifest
     from jasco_runtime.pipeline import JascoPipeline
 
-    from jasco_export.onnx_export import file_size as artifact_bytes
+    from jasco_export.graphs.onnx_export import file_size as artifact_bytes
 
     manifest = load_manifest(export_dir)
     on_gpu = backend in ("ort-cuda", "trt")

@@ -31,7 +31,7 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hub() -> Path:
     """Hub cache holding jasco-tiny/{t5, encodec_32khz, chords-drums, chords-drums-melody}."""
-    from jasco_export.tiny import make_tiny_models
+    from jasco_export.tiny.presets import make_tiny_models
 
     return make_tiny_models(_TINY_ROOT)
 

@@ -77,7 +77,7 @@ def test_flop_count_matches_torch_flop_counter(tiny_cd):
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.flops import flow_step_flops
-    from jasco_export.graphs import declare_graphs
+    from jasco_export.graphs.spec import declare_graphs
 
     spec = declare_graphs(tiny_cd)["flow_step"]
     sizes = {"batch": 3, "text_len": 7}
@@ -93,7 +93,7 @@ def test_flop_count_matches_torch_flop_counter(tiny_cd):
 def test_flop_count_at_400m_scale():
     """Closed form at the 400M size (dim 1024, 24 layers, FFN 4096, T 500, L 16, 3 rows): 1.138 TFLOP."""
     from benchmarks.flops import flow_step_flops
-    from jasco_export.config import TransformerConfig
+    from jasco_export.reference.config import TransformerConfig
 
     tc = TransformerConfig(dim=1024, num_heads=16, num_layers=24, chords_dim=16, drums_dim=2)
     f = flow_step_flops(tc, rows=3, frames=500, text_len=16)

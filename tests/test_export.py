@@ -132,8 +132,8 @@ def test_large_graphs_use_one_external_data_file(tiny_cd, tmp_path, monkeypatch)
     import onnxruntime as ort
     import torch
 
-    from jasco_export import onnx_export
-    from jasco_export.graphs import declare_graphs
+    from jasco_export.graphs import onnx_export
+    from jasco_export.graphs.spec import declare_graphs
 
     spec = declare_graphs(tiny_cd)["flow_step"]
     small = onnx_export.export_graph(spec, tmp_path / "small" / "flow_step.fp32.onnx")
@@ -182,7 +182,7 @@ def test_int8_cpu_flow_step_is_exported_gated_and_used_by_the_runtime(tiny_hub, 
 
 
 def test_runtime_shapes_span_the_profiles(tiny_cd):
-    from jasco_export.graphs import declare_graphs
+    from jasco_export.graphs.spec import declare_graphs
 
     flow = declare_graphs(tiny_cd, max_batch=6, max_text_tokens=128)["flow_step"]
     lo, hi = flow.runtime_shapes()

@@ -23,7 +23,7 @@ def _blur_float64(x: np.ndarray, factor: int) -> np.ndarray:
 
 @pytest.mark.parametrize("t", [8, 9, 500, 10])
 def test_temporal_blur_matches_float64_hand_computation(t):
-    from jasco_export.conditioners import temporal_blur
+    from jasco_export.reference.conditioners import temporal_blur
 
     x = np.random.default_rng(t).standard_normal((t, 3))
     ours = temporal_blur(torch.from_numpy(x)[None].float(), 3)[0].double().numpy()
@@ -31,7 +31,7 @@ def test_temporal_blur_matches_float64_hand_computation(t):
 
 
 def test_temporal_blur_documented_example():
-    from jasco_export.conditioners import temporal_blur
+    from jasco_export.reference.conditioners import temporal_blur
 
     x = torch.arange(8, dtype=torch.float32).view(1, 8, 1)
     got = temporal_blur(x, 3).flatten().tolist()
@@ -42,7 +42,7 @@ def test_temporal_blur_documented_example():
 # -- loading ------------------------------------------------------------------------------------------
 def test_release_roundtrip_through_hub_cache(tiny_cd, tiny_hub):
     """What make-tiny wrote is exactly what loads back (strict), via the hub id."""
-    from jasco_export import loading
+    from jasco_export.reference import loading
 
     files = loading.resolve_model("jasco-tiny/chords-drums")
     state, _ = loading.read_release(files.state_dict)
@@ -74,7 +74,8 @@ def test_old_weight_norm_key_style_is_accepted(tiny_hub, tmp_path):
 
 
 def test_missing_and_unexpected_keys_give_readable_diff(tiny_hub, tmp_path):
-    from jasco_export import CheckpointError, get_pretrained, loading
+    from jasco_export import CheckpointError, get_pretrained
+    from jasco_export.reference import loading
 
     files = loading.resolve_model("jasco-tiny/chords-drums")
     pkg = torch.load(files.state_dict, weights_only=True)
@@ -102,7 +103,8 @@ def test_corrupt_checkpoint_and_unknown_model_errors(tiny_hub, tmp_path):
 
 
 def test_full_audiocraft_encodec_checkpoint_is_a_clear_error(tmp_path):
-    from jasco_export import CheckpointError, loading
+    from jasco_export import CheckpointError
+    from jasco_export.reference import loading
 
     torch.save({"best_state": {}, "xp.cfg": "a: 1"}, tmp_path / "compression_state_dict.bin")
     with pytest.raises(CheckpointError, match="full audiocraft EnCodec"):
@@ -110,7 +112,7 @@ def test_full_audiocraft_encodec_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_bundled_encodec_config_used_when_pointer_is_not_cached(tmp_path):
-    from jasco_export import loading
+    from jasco_export.reference import loading
 
     torch.save({"pretrained": "facebook/encodec_32khz"}, tmp_path / "compression_state_dict.bin")
     model = loading.load_compression_model(tmp_path / "compression_state_dict.bin")
@@ -167,7 +169,7 @@ def test_melody_kept_in_null_terms_when_chords_absent(tiny_cdm):
 
 
 def test_short_melody_is_zero_padded_after_projection(tiny_cdm):
-    from jasco_export.flow_model import align_length
+    from jasco_export.reference.flow_model import align_length
 
     j = tiny_cdm
     mel = torch.rand(1, 53, 450)
@@ -251,7 +253,7 @@ def test_real_drum_stem_gives_varied_codes(tiny_cd):
 def test_drum_separation_is_opt_in_with_a_clear_error_when_unavailable(tiny_cd):
     import importlib.util
 
-    from jasco_export.separation import SeparationUnavailable
+    from jasco_export.reference.separation import SeparationUnavailable
 
     if importlib.util.find_spec("demucs") is not None:
         pytest.skip("demucs is installed here")

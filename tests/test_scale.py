@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def hub_400m():
     """The 400M repos, written into the session's offline hub cache beside the tiny ones."""
     from conftest import _TINY_ROOT
-    from jasco_export.tiny import make_tiny_models
+    from jasco_export.tiny.presets import make_tiny_models
 
     return make_tiny_models(_TINY_ROOT, preset="400m", variants=["chords-drums"])
 

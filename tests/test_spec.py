@@ -14,8 +14,8 @@ VARIANTS = ["chords-drums", "chords-drums-melody"]
 def _build_meta(variant: str):
     from transformers import EncodecConfig, EncodecModel
 
-    from jasco_export.builders import build_flow_model
-    from jasco_export.config import parse_xp_cfg
+    from jasco_export.reference.builders import build_flow_model
+    from jasco_export.reference.config import parse_xp_cfg
 
     cfg = parse_xp_cfg(shared_path("spec", f"jasco-400M-{variant}.xp.cfg.yaml").read_text())
     enc_cfg = EncodecConfig.from_json_file(str(ROOT / "export/jasco_export/data/encodec_32khz.config.json"))

@@ -15,7 +15,7 @@ import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
-from jasco_export import tensorrt_build as tb
+from jasco_export.tensorrt import build as tb
 from jasco_export.errors import InputError
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -147,7 +147,7 @@ def test_torch_exports_pass(case, tmp_path):
 
 def test_fp16_mixed_export_passes(tmp_path):
     """The fp16 conversion the exporter uses (fp32 I/O, Cast islands) stays TensorRT-compatible."""
-    from jasco_export.onnx_export import convert_fp16
+    from jasco_export.graphs.onnx_export import convert_fp16
 
     module, x, dyn, profiles, runtime, _ = _torch_cases()["linear_layernorm_softmax"]
     src = _export(module, (x,), tmp_path / "m.onnx", ["x"], ["y"], {**dyn, "y": {}})

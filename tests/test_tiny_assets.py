@@ -1,4 +1,4 @@
-"""Tiny offline stand-ins for T5 and EnCodec (jasco_export.tiny_assets) and the hub-cache writer."""
+"""Tiny offline stand-ins for T5 and EnCodec (jasco_export.tiny.assets) and the hub-cache writer."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jasco_export import tiny_assets as ta
+from jasco_export.tiny import assets as ta
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "jasco-400M-chords-drums.keys.json"
 TEXTS = [

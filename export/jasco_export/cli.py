@@ -61,7 +61,7 @@ def _export(argv: tp.Sequence[str]) -> int:
 
 def _make_tiny(argv: tp.Sequence[str]) -> int:
     from .errors import InputError
-    from .tiny import PRESETS, VARIANTS, make_tiny_models
+    from .tiny.presets import PRESETS, VARIANTS, make_tiny_models
 
     p = argparse.ArgumentParser(prog="jasco-export make-tiny",
                                 description="Write tiny random JASCO models (release format) into a Hugging Face cache.")
@@ -94,7 +94,7 @@ def _separate(argv: tp.Sequence[str]) -> int:
 
     from jasco_runtime.audio_io import load_audio, write_wav
 
-    from .separation import separate_drums
+    from .reference.separation import separate_drums
 
     wav, sr = load_audio(a.input)
     stem = separate_drums(torch.from_numpy(np.ascontiguousarray(wav))[None], sr)
@@ -110,7 +110,7 @@ def _demo(argv: tp.Sequence[str]) -> int:
     p.add_argument("--variant", default="chords-drums", choices=["chords-drums", "chords-drums-melody"])
     a = p.parse_args(argv)
     from .exporter import ExportOptions, run_export
-    from .tiny import make_tiny_models
+    from .tiny.presets import make_tiny_models
 
     hub = make_tiny_models(a.out / "tiny")
     os.environ["HF_HUB_CACHE"] = str(hub.resolve())

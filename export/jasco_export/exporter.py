@@ -22,10 +22,10 @@ import torch
 from jasco_runtime.chords import save_chord_mapping_json
 from jasco_runtime.manifest import MANIFEST, SCHEMA_VERSION
 
-from . import onnx_export
+from .graphs import onnx_export
 from .errors import InputError, JascoError
-from .graphs import GraphSpec, declare_graphs
-from .jasco import JASCO
+from .graphs.spec import GraphSpec, declare_graphs
+from .reference.jasco import JASCO
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: CPU flow step (ONNX Runtime dynamic quantisation)
@@ -220,7 +220,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         if int8_info:
             manifest["precision"]["int8"] = {"flow_step": int8_info}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        from .parity import run_parity
+        from .parity.gate import run_parity
 
         t = time.perf_counter()
         parity = run_parity(jasco, graphs, tmp, opts, log=_log) if opts.run_parity else \
@@ -248,8 +248,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
 def _int8_flow_step(folder: Path, fp32_path: Path, num_heads: int) -> tp.Tuple[str, tp.Dict[str, tp.Any]]:
     """Fused-attention copy of the fp32 flow step, then its int8 dynamic quantisation (see quantize.py)."""
-    from .fusion import fuse_attention
-    from .quantize import fp32_nodes, quantize_flow_step_int8
+    from .graphs.fusion import fuse_attention
+    from .graphs.quantize import fp32_nodes, quantize_flow_step_int8
 
     fused = folder / ".flow_step.fp32-fused.onnx"
     try:
@@ -285,7 +285,7 @@ def build_tensorrt(folder: Path, graphs: tp.Dict[str, GraphSpec], files: tp.Dict
     """Compatibility check always; engines when TensorRT and a GPU are present (or asked for)."""
     info: tp.Dict[str, tp.Any] = {"compatibility": {}, "engines": {}}
     try:
-        from .tensorrt_build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
+        from .tensorrt.build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
     except ImportError as exc:  # pragma: no cover - module is part of the package
         info["skipped"] = f"tensorrt_build unavailable: {exc}"
         return info

@@ -12,7 +12,7 @@ from torch import nn
 from .conditioners import (ChordsConditioner, CompressionModel, ConditionProvider, DrumsConditioner,
                            MelodyConditioner, T5Conditioner)
 from .config import JascoConfig
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .flow_model import FlowModel
 
 T5_DIMS = {  # audiocraft T5Conditioner.MODELS_DIMS, used when T5 itself is not loaded (meta builds)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .graphs import GraphSpec
+from ..graphs.spec import GraphSpec
 
 FP32_MAX_ABS = 1e-4
 FP16_REL_L2 = 1e-2

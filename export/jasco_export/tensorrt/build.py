@@ -27,9 +27,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InputError, JascoError
+from ..errors import InputError, JascoError
 
-OPS_FILE = Path(__file__).resolve().parent / "data" / "tensorrt_onnx_ops.json"
+OPS_FILE = Path(__file__).resolve().parent.parent / "data" / "tensorrt_onnx_ops.json"
 
 Shape = tp.Tuple[int, ...]
 ProfileSpec = tp.Mapping[str, tp.Any]  # input -> (min, opt, max) shapes | {axis: (min, opt, max)}

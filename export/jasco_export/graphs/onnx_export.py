@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .graphs import GraphSpec
+from .spec import GraphSpec
 
 logger = logging.getLogger(__name__)
 TWO_GB = 2 ** 31 - 1

@@ -11,7 +11,7 @@ import math
 import typing as tp
 from dataclasses import dataclass, field
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 TEMPORAL_CONDITIONS = ("chords", "self_wav", "melody")
 """Order in which temporal conditions are concatenated to the latents (audiocraft JascoCondConst.ALL)."""

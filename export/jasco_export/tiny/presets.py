@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .builders import build_flow_model
-from .config import parse_xp_cfg
+from ..reference.builders import build_flow_model
+from ..reference.config import parse_xp_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
     """
     from transformers import EncodecModel, T5Config
 
-    from .tiny_assets import make_tiny_encodec, make_tiny_t5, write_hub_repo
+    from .assets import make_tiny_encodec, make_tiny_t5, write_hub_repo
 
-    from .tiny_assets import hub_repo_folder
+    from .assets import hub_repo_folder
 
     p = PRESETS[preset]
     org = p["org"]

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .flow_model import FlowModel
+from ..reference.flow_model import FlowModel
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from .jasco import JASCO
+    from ..reference.jasco import JASCO
 
 
 @dataclass

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ModelNotFoundError
+from ..errors import CheckpointError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
 STATE_DICT = "state_dict.bin"
 COMPRESSION_STATE_DICT = "compression_state_dict.bin"
 CHORDS_MAPPING = "chord_to_index_mapping.pkl"
-_DATA = Path(__file__).parent / "data"
+_DATA = Path(__file__).resolve().parent.parent / "data"
 KNOWN_COMPRESSION_CONFIGS = {"facebook/encodec_32khz": _DATA / "encodec_32khz.config.json"}
 """Configs of compression models JASCO releases point to.  Only the architecture is needed: every
 EnCodec weight is overwritten by the copy inside state_dict.bin (BEHAVIOUR.md §12)."""

@@ -20,7 +20,7 @@ from jasco_runtime.guidance import CFGTerm, cfg_terms
 from . import loading
 from .builders import build_flow_model
 from .config import JascoConfig, parse_xp_cfg
-from .errors import InputError
+from ..errors import InputError
 from .flow_model import ConditionTensors, FlowModel
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import typing as tp
 
 import torch
 
-from .errors import JascoError
+from ..errors import JascoError
 
 _MODEL: tp.Dict[str, tp.Any] = {}
 

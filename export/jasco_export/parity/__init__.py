@@ -1,0 +1,1 @@
+"""The parity gate: every artifact of an export folder against the PyTorch reference."""
