@@ -54,7 +54,8 @@ def test_release_roundtrip_through_hub_cache(tiny_cd, tiny_hub):
 
 
 def test_old_weight_norm_key_style_is_accepted(tiny_hub, tmp_path):
-    from jasco_export import get_pretrained, loading
+    from jasco_export import get_pretrained
+    from jasco_export.reference import loading
 
     files = loading.resolve_model("jasco-tiny/chords-drums")
     pkg = torch.load(files.state_dict, weights_only=True)
