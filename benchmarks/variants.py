@@ -225,35 +225,31 @@ def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any,
 # -- runtime (ONNX Runtime, TensorRT) -------------------------------------------------------------------
 def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp.Any, components: tp.Sequence[str],
                     threads: tp.Optional[int]) -> Variant:
-    from jasco_runtime.backends.onnxruntime_backend import OnnxRuntimeEngine
-    from jasco_runtime.manifest import load_manifest
+    from jasco_runtime.backends import open_engine
+    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
     from jasco_runtime.pipeline import JascoPipeline
 
     from jasco_export.graphs.onnx_export import file_size as artifact_bytes
 
-    manifest = load_manifest(export_dir)
+    manifest = ExportFolder.open(export_dir)
     on_gpu = backend in ("ort-cuda", "trt")
     v = Variant(backend, precision, "cuda" if on_gpu else "cpu", SUPPORTED[backend][precision])
     needed = {GRAPH_OF[c] for c in components if c in GRAPH_OF}
     if "end_to_end" in components:
-        needed |= {"text_encoder", "flow_step", "encodec_decoder"} | ({"drums_encoder"} if manifest.has_drums else set())
+        needed |= set(manifest.runtime_graphs())
     engines: tp.Dict[str, tp.Any] = {}
     for graph in sorted(needed):
-        files = manifest.graphs[graph].files
         if backend == "trt":
-            from jasco_runtime.backends.tensorrt_backend import TensorRTEngine
-
-            if "trt-fp16" not in files:
-                raise RuntimeError(f"no TensorRT engine for {graph} in {export_dir}")
-            path = export_dir / files["trt-fp16"]
-            engines[graph] = TensorRTEngine(path, graph)
+            key = manifest.resolve(graph, "tensorrt", "fp16")
+        elif precision == "fp32-fused":
+            key = ArtifactKey(graph, "fp32", "onnx", "fused" if graph == "flow_step" else "")
         else:
-            key = f"onnx-{precision}" if f"onnx-{precision}" in files else "onnx-fp32"
-            if key != f"onnx-{precision}":
-                v.notes.append(f"{graph}: no {precision} graph, runs fp32")
-            path = export_dir / files[key]
-            engines[graph] = OnnxRuntimeEngine(path, graph, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
+            key = manifest.resolve(graph, "onnx", precision)
+            if key.precision != precision:
+                v.notes.append(f"{graph}: no {precision} graph, runs {key.precision}")
+        engines[graph] = open_engine(manifest, key, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
         comp = next(c for c, g in GRAPH_OF.items() if g == graph)
+        path = manifest.path(key)
         v.artifacts[comp] = {"bytes": artifact_bytes(path), "file": path.name}
     v._keep.append(engines)
 

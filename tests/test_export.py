@@ -14,8 +14,9 @@ import pytest
 def test_export_writes_every_artifact_and_passes_parity(tiny_engines):
     out = tiny_engines.out
     names = {p.name for p in out.iterdir()}
-    for graph in ("text_encoder", "drums_encoder", "flow_step", "encodec_decoder", "encodec_encoder"):
+    for graph in ("text_encoder", "drums_encoder", "flow_step", "encodec_decoder"):
         assert f"{graph}.fp32.onnx" in names
+    assert "encodec_encoder.fp32.onnx" not in names  # role "extra": exported only on request
     assert "flow_step.fp16.onnx" in names and "drums_encoder.fp16.onnx" not in names  # drums kept fp32
     for f in ("manifest.json", "tables.npz", "tokenizer.json", "chords_mapping.json", "parity.json"):
         assert f in names
@@ -31,7 +32,7 @@ def test_export_writes_every_artifact_and_passes_parity(tiny_engines):
 
 def test_manifest_contract(tiny_engines):
     m = json.loads((tiny_engines.out / "manifest.json").read_text())
-    assert m["schema_version"].startswith("1.")
+    assert m["schema_version"].startswith("2.")
     assert m["model"]["id"] == "jasco-tiny/chords-drums" and m["model"]["variant"] == "chords-drums"
     assert set(m["model"]["sha256"]) == {"state_dict.bin", "compression_state_dict.bin"}
     assert m["audio"] == {"sample_rate": 32000, "channels": 1, "frame_rate": 50.0, "duration": 10.0,
@@ -41,6 +42,10 @@ def test_manifest_contract(tiny_engines):
     assert [i["name"] for i in flow["inputs"]] == ["z", "t", "text", "chords", "drums"]
     assert flow["inputs"][0]["shape"] == ["batch", 500, 128]
     assert flow["profile"]["batch"]["max"] == 6 and flow["profile"]["text_len"]["max"] == 128
+    assert flow["role"] == "runtime" and flow["precisions"] == ["fp32", "fp16", "int8"]
+    assert m["graphs"]["drums_encoder"]["precisions"] == ["fp32"]
+    assert flow["artifacts"]["onnx-fp32"]["file"] == "flow_step.fp32.onnx"
+    assert flow["artifacts"]["onnx-fp16"]["file"] == "flow_step.fp16.onnx"
     assert m["conditioners"]["chords"]["null_index"] == 194
     assert m["tensorrt"]["skipped"]  # no TensorRT here, recorded with its reason
     for name, report in m["tensorrt"]["compatibility"].items():
@@ -121,7 +126,7 @@ def test_trt_backend_explicit_request_fails_clearly_without_tensorrt(tiny_hub, t
     except ImportError:
         pass
     out = tmp_path / "trt"
-    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(out), "--backend", "trt", "--precision", "fp32",
+    r = _cli("--model", "jasco-tiny/chords-drums", "--out", str(out), "--backend", "trt", "--precision", "fp32,fp16",
              "--graphs", "flow_step", "--no-e2e")
     assert r.returncode != 0 and "TensorRT" in r.stderr and not out.exists()
 
@@ -155,8 +160,8 @@ def test_summary_table_lists_every_graph_with_sizes(tiny_engines):
     table = summary_table(tiny_engines).splitlines()
     rows = {line.split("|")[1].strip(): line for line in table[2:]}
     assert set(rows) == set(tiny_engines.manifest["graphs"])
-    assert "MiB" in rows["flow_step"].split("|")[3]  # fp16 file present
-    assert rows["drums_encoder"].split("|")[3].strip() == "-"  # kept fp32
+    assert "MiB" in rows["flow_step"].split("|")[4]  # fp16 file present
+    assert rows["drums_encoder"].split("|")[4].strip() == "-"  # kept fp32
     assert all(line.rstrip("| ").endswith("ok") for line in rows.values())
 
 
@@ -166,8 +171,9 @@ def test_int8_cpu_flow_step_is_exported_gated_and_used_by_the_runtime(tiny_hub, 
 
     res = run_export(ExportOptions(model="jasco-tiny/chords-drums", out=tmp_path / "e", precisions=("fp32", "int8")))
     m = res.manifest
-    assert m["graphs"]["flow_step"]["files"]["onnx-int8"] == "flow_step.int8.onnx"
-    assert m["precision"]["int8"]["flow_step"]["attention_fusion"]["self_attention_fused"] == 2  # 2 layers
+    int8 = m["graphs"]["flow_step"]["artifacts"]["onnx-int8"]
+    assert int8["file"] == "flow_step.int8.onnx"
+    assert int8["attention_fusion"]["self_attention_fused"] == 2  # 2 layers
     assert not list(res.out.glob(".*"))  # the fused intermediate is not left behind
     rows = {(r["check"], r["precision"]): r for r in res.parity["rows"]}
     assert rows[("e2e/euler10-latents", "int8")]["status"] == "PASS"

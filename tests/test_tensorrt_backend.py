@@ -131,13 +131,15 @@ def trt_engines(tiny_engines, tmp_path, monkeypatch):
     """A copy of the tiny export with a stand-in 'plan' per graph and the build device recorded."""
     folder = tmp_path / "engines"
     shutil.copytree(tiny_engines.out, folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for name, graph in manifest["graphs"].items():
-        plan = folder / f"{name}.fp16.plan"
-        plan.write_text(json.dumps({"trt": TRT_VERSION, "onnx": graph["files"]["onnx-fp32"]}))
-        graph["files"]["trt-fp16"] = plan.name
-    manifest["tensorrt"]["device"] = {"trt_version": TRT_VERSION, "gpu_name": "Stand-in GPU", "compute_capability": "9.0"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+
+    ef = ExportFolder.open(folder)
+    for name in ef.graphs:
+        key = ef.resolve(name, "tensorrt", "fp16")
+        (folder / key.default_file).write_text(json.dumps({"trt": TRT_VERSION, "onnx": ef.artifact(ArtifactKey(name, "fp32", "onnx")).file}))
+        ef.add_artifact(key, save=False)
+    ef.set_record("tensorrt", {**ef.raw["tensorrt"], "device": {"trt_version": TRT_VERSION, "gpu_name": "Stand-in GPU",
+                                                                "compute_capability": "9.0"}})
     trt, polygraphy, cuda = _stand_ins(folder)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "polygraphy", polygraphy)
@@ -204,5 +206,5 @@ def test_plan_that_does_not_deserialize_asks_for_a_rebuild(trt_engines):
 def test_missing_engines_name_the_fix(tiny_engines):
     from jasco_runtime import JascoPipeline
 
-    with pytest.raises(InputError, match="jasco-export --backend trt"):
+    with pytest.raises(InputError, match="no text_encoder fp16 tensorrt engine; build it on this machine with `jasco-run build-engines"):
         JascoPipeline.from_dir(tiny_engines.out, backend="tensorrt")

@@ -20,15 +20,19 @@ import numpy as np
 import torch
 
 from jasco_runtime.chords import save_chord_mapping_json
-from jasco_runtime.manifest import MANIFEST, SCHEMA_VERSION
+from jasco_runtime.export_folder import ArtifactKey, ExportFolder
 
 from .graphs import onnx_export
+from jasco_runtime.signals import sigterm_interrupts
+
 from .errors import InputError, JascoError
 from .graphs.spec import GraphSpec, declare_graphs
 from .reference.jasco import JASCO
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: CPU flow step (ONNX Runtime dynamic quantisation)
+# torch.onnx exports opsets 14+ (LayerNormalization needs 17 for one node); ONNX Runtime 1.17 reads up to 20
+MIN_OPSET, MAX_OPSET = 17, 20
 
 
 @dataclass
@@ -53,9 +57,13 @@ class ExportOptions:
 @dataclass
 class ExportResult:
     out: Path
-    manifest: tp.Dict[str, tp.Any]
+    folder: ExportFolder
     parity: tp.Dict[str, tp.Any]
     timings: tp.Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> tp.Dict[str, tp.Any]:
+        return self.folder.raw
 
 
 def default_out(model: str) -> Path:
@@ -118,9 +126,9 @@ def _versions() -> tp.Dict[str, str]:
     return out
 
 
-def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], files: tp.Dict[str, tp.Dict[str, str]],
-                   extra_files: tp.Dict[str, str], opts: ExportOptions, fp16_info: tp.Dict[str, tp.Any],
-                   trt_info: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
+def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], opts: ExportOptions) -> tp.Dict[str, tp.Any]:
+    """The manifest of a new export folder: model, audio, conditioners, defaults, graph declarations
+    (artifacts are added as they are written)."""
     cfg = jasco.cfg
     conds = jasco.model.condition_provider.conditioners
     mf = jasco.files
@@ -139,7 +147,6 @@ def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], files: tp.Dict
                                   "table": "melody_weight/melody_bias",
                                   "null": "zeros salience → projection bias; kept in Text/Null terms when chords are absent"}
     return {
-        "schema_version": SCHEMA_VERSION,
         "model": {"id": opts.model, "revision": mf.revision if mf else None,
                   "sha256": mf.sha256() if mf else {}, "variant": cfg.variant,
                   "t5": opts.t5 or cfg.t5_name},
@@ -157,17 +164,15 @@ def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], files: tp.Dict
                                         "the demo app uses euler 10 steps with all 1.25, txt 2.5"},
         "cfg": {"terms": "All=cfg_coef_all, Text=cfg_coef_txt, Null=1-All-Text; |w|<1e-6 removed with "
                          "audiocraft's list.remove-while-iterating quirk; rows are term-major"},
-        "graphs": {name: {**g.to_manifest(), "files": files.get(name, {})} for name, g in graphs.items()},
-        "precision": {"onnx": list(opts.precisions), "fp16": fp16_info},
-        "tensorrt": trt_info,
-        "files": extra_files,
+        "graphs": {name: g.to_manifest() for name, g in graphs.items()},
+        "files": {},
         "tools": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def run_export(opts: ExportOptions) -> ExportResult:
-    """The whole export; returns the manifest and parity report (raises JascoError on failure)."""
+def check_options(opts: ExportOptions) -> None:
+    """Every option checked before any heavy work (loading a checkpoint takes minutes at 1B)."""
     for p in opts.precisions:
         if p not in PRECISIONS:
             raise InputError(f"unknown precision {p!r}; use any of {', '.join(PRECISIONS)}")
@@ -175,6 +180,35 @@ def run_export(opts: ExportOptions) -> ExportResult:
         raise InputError("--precision must include fp32 (the reference graphs the others derive from and fall back to)")
     if opts.backend not in ("onnx", "trt", "all"):
         raise InputError(f"unknown backend {opts.backend!r}; use onnx, trt or all")
+    if opts.backend in ("trt", "all") and "fp16" not in opts.precisions:
+        raise InputError("--backend trt builds FP16 engines from the mixed-fp16 ONNX graphs; add fp16 to --precision")
+    if not 1 <= opts.max_batch <= 256:
+        raise InputError(f"--max-batch must be between 1 and 256 CFG rows, got {opts.max_batch}")
+    if not 1 <= opts.max_text_tokens <= 4096:
+        raise InputError(f"--max-text-tokens must be between 1 and 4096, got {opts.max_text_tokens}")
+    if not MIN_OPSET <= opts.opset <= MAX_OPSET:
+        raise InputError(f"--opset {opts.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default 17)")
+
+
+def select_graphs(graphs: tp.Dict[str, GraphSpec], names: tp.Optional[tp.Sequence[str]]) -> tp.Dict[str, GraphSpec]:
+    """The graphs to export: every ``runtime`` graph by default; ``--graphs`` picks any, ``extra`` ones included."""
+    if not names:
+        return {k: v for k, v in graphs.items() if v.role == "runtime"}
+    unknown = set(names) - set(graphs)
+    if unknown:
+        raise InputError(f"unknown graph(s) {sorted(unknown)}; choose from {sorted(graphs)}")
+    return {k: v for k, v in graphs.items() if k in names}
+
+
+def run_export(opts: ExportOptions) -> ExportResult:
+    """The whole export; returns the folder and the parity report (raises JascoError on failure).
+    SIGTERM cleans up like Ctrl-C: nothing is left at ``--out`` or beside it."""
+    with sigterm_interrupts():
+        return _run_export(opts)
+
+
+def _run_export(opts: ExportOptions) -> ExportResult:
+    check_options(opts)
     out = _prepare_out(opts)
     timings: tp.Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -182,57 +216,31 @@ def run_export(opts: ExportOptions) -> ExportResult:
     jasco = JASCO.get_pretrained(opts.model, device="cpu", chords_mapping_path=opts.chords_mapping, t5=opts.t5,
                                  revision=opts.revision)
     timings["load"] = time.perf_counter() - t0
-    graphs = declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens)
-    if opts.graphs:
-        unknown = set(opts.graphs) - set(graphs)
-        if unknown:
-            raise InputError(f"unknown graph(s) {sorted(unknown)}; choose from {sorted(graphs)}")
-        graphs = {k: v for k, v in graphs.items() if k in opts.graphs}
+    graphs = select_graphs(declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens),
+                           opts.graphs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     try:
-        files: tp.Dict[str, tp.Dict[str, str]] = {}
-        fp16_info: tp.Dict[str, tp.Any] = {}
-        int8_info: tp.Dict[str, tp.Any] = {}
-        for name, spec in graphs.items():
-            t = time.perf_counter()
-            _log(f"exporting {name} (fp32 ONNX, opset {opts.opset})")
-            path = onnx_export.export_graph(spec, tmp / f"{name}.fp32.onnx", opts.opset)
-            files[name] = {"onnx-fp32": path.name}
-            if "fp16" in opts.precisions and not spec.fp16:
-                fp16_info[name] = {"kept_fp32": True, "reason": spec.description}
-            elif "fp16" in opts.precisions:
-                _log(f"converting {name} to mixed fp16")
-                info = onnx_export.convert_fp16(path, tmp / f"{name}.fp16.onnx")
-                files[name]["onnx-fp16"] = f"{name}.fp16.onnx"
-                fp16_info[name] = info
-            if "int8" in opts.precisions and name == "flow_step":
-                _log("quantising flow_step to int8 (attention fused, dynamic int8 linears) for ONNX Runtime CPU")
-                files[name]["onnx-int8"], int8_info = _int8_flow_step(tmp, path, jasco.cfg.transformer.num_heads)
-            timings[f"export_{name}"] = time.perf_counter() - t
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
-        extra = {"tables": "tables.npz", "tokenizer": "tokenizer.json"}
+        folder = ExportFolder.create(tmp, build_manifest(jasco, graphs, opts))
+        folder.add_file("tables", "tables.npz", save=False)
+        folder.add_file("tokenizer", "tokenizer.json", save=False)
         if jasco.chords_mapping:
             save_chord_mapping_json(jasco.chords_mapping, tmp / "chords_mapping.json")
-            extra["chords_mapping"] = "chords_mapping.json"
-        trt_info = build_tensorrt(tmp, graphs, files, opts)
-        manifest = build_manifest(jasco, graphs, files, extra, opts, fp16_info, trt_info)
-        if int8_info:
-            manifest["precision"]["int8"] = {"flow_step": int8_info}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        from .parity.gate import run_parity
-
+            folder.add_file("chords_mapping", "chords_mapping.json", save=False)
+        for name, spec in graphs.items():
+            t = time.perf_counter()
+            export_artifacts(folder, spec, opts, jasco.cfg.transformer.num_heads)
+            timings[f"export_{name}"] = time.perf_counter() - t
+        folder.save()
+        build_tensorrt(folder, graphs, opts)
         t = time.perf_counter()
-        parity = run_parity(jasco, graphs, tmp, opts, log=_log) if opts.run_parity else \
-            {"passed": None, "rows": [], "skipped": "parity not run (ExportOptions.run_parity=False)"}
+        parity = _parity(jasco, graphs, folder, opts)
         timings["parity"] = time.perf_counter() - t
-        extra["parity"] = "parity.json"
-        manifest["files"] = extra
-        (tmp / "parity.json").write_text(json.dumps(parity, indent=2))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if parity["passed"] is False and opts.parity_gate:
-            failed = ", ".join(r["check"] for r in parity["rows"] if r["status"] == "FAIL")
-            raise JascoError(f"parity gate failed ({failed}); see the table above, or pass --no-parity-gate to keep the artifacts")
+        if parity["passed"] is not True and opts.parity_gate and opts.run_parity:
+            failed = ", ".join(f"{r['check']} {r['precision']} {r['backend']}" for r in parity["rows"] if r["status"] == "FAIL")
+            raise JascoError(f"parity gate failed ({failed or parity.get('reason', 'incomplete')}); nothing was written — "
+                             "see the table above, or pass --no-parity-gate to keep the artifacts")
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact folder gets normal permissions
@@ -243,78 +251,96 @@ def run_export(opts: ExportOptions) -> ExportResult:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     timings["total"] = time.perf_counter() - t0
-    return ExportResult(out, manifest, parity, timings)
+    return ExportResult(out, folder.moved_to(out), parity, timings)
 
 
-def _int8_flow_step(folder: Path, fp32_path: Path, num_heads: int) -> tp.Tuple[str, tp.Dict[str, tp.Any]]:
-    """Fused-attention copy of the fp32 flow step, then its int8 dynamic quantisation (see quantize.py)."""
+def export_artifacts(folder: ExportFolder, spec: GraphSpec, opts: ExportOptions, num_heads: int) -> None:
+    """fp32 ONNX, then each requested precision the graph declares (mixed fp16, int8)."""
+    name, tmp = spec.name, folder.folder
+    _log(f"exporting {name} (fp32 ONNX, opset {opts.opset})")
+    fp32 = ArtifactKey(name, "fp32", "onnx")
+    path = onnx_export.export_graph(spec, tmp / fp32.default_file, opts.opset)
+    folder.add_artifact(fp32, path.name, save=False)
+    if "fp16" in opts.precisions and spec.fp16:
+        _log(f"converting {name} to mixed fp16")
+        key = ArtifactKey(name, "fp16", "onnx")
+        info = onnx_export.convert_fp16(path, tmp / key.default_file)
+        folder.add_artifact(key, save=False, **info)
+    if "int8" in opts.precisions and "int8" in spec.precisions:
+        _log(f"quantising {name} to int8 (attention fused, dynamic int8 linears) for ONNX Runtime CPU")
+        key = ArtifactKey(name, "int8", "onnx")
+        info = _int8_flow_step(path, tmp / key.default_file, num_heads)
+        folder.add_artifact(key, save=False, **info)
+
+
+def _parity(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], folder: ExportFolder, opts: ExportOptions) -> tp.Dict[str, tp.Any]:
+    from .parity.gate import run_parity
+
+    if not opts.run_parity:
+        return {"passed": None, "rows": [], "skipped": "parity not run (ExportOptions.run_parity=False)"}
+    return run_parity(jasco, graphs, folder, opts, log=_log)
+
+
+def _int8_flow_step(fp32_path: Path, dst: Path, num_heads: int) -> tp.Dict[str, tp.Any]:
+    """Fused-attention copy of the fp32 flow step, then its int8 dynamic quantisation (see graphs/quantize.py)."""
     from .graphs.fusion import fuse_attention
     from .graphs.quantize import fp32_nodes, quantize_flow_step_int8
 
-    fused = folder / ".flow_step.fp32-fused.onnx"
+    fused = dst.parent / f".{fp32_path.stem}-fused.onnx"
     try:
         fusion = fuse_attention(fp32_path, fused, num_heads)
-        dst = folder / "flow_step.int8.onnx"
         recipe = quantize_flow_step_int8(fused, dst, exclude=fp32_nodes(fused))
     finally:
-        for f in folder.glob(fused.name + "*"):
+        for f in dst.parent.glob(fused.name + "*"):
             f.unlink()
-    return dst.name, {**recipe, "attention_fusion": fusion}
+    return {**recipe, "attention_fusion": fusion}
 
 
 def summary_table(res: ExportResult) -> str:
-    """Markdown table of what was written: per graph its files and sizes, export time, TRT check."""
-    def size(name: tp.Optional[str]) -> str:
-        if not name:
-            return "-"
-        return f"{onnx_export.file_size(res.out / name) / 2**20:.1f} MiB"
-
-    compat = res.manifest.get("tensorrt", {}).get("compatibility", {})
-    lines = ["| graph | onnx fp32 | onnx fp16 | onnx int8 | TensorRT fp16 | export s | TensorRT op check |",
-             "|---|---|---|---|---|---|---|"]
-    for name, g in res.manifest["graphs"].items():
-        f = g.get("files", {})
+    """Markdown table of what was written: per graph its artifacts and sizes, export time, TRT op check."""
+    folder = res.folder
+    compat = folder.raw.get("tensorrt", {}).get("compatibility", {})
+    columns = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tensorrt", "fp16"), ("tensorrt", "fp32")]
+    lines = ["| graph | role | " + " | ".join(f"{b} {p}" for b, p in columns) + " | export s | TensorRT op check |",
+             "|---|---|" + "---|" * len(columns) + "---|---|"]
+    for name, g in folder.graphs.items():
+        cells = []
+        for backend, precision in columns:
+            key = ArtifactKey(name, precision, backend)
+            cells.append(f"{onnx_export.file_size(folder.path(key)) / 2**20:.1f} MiB" if folder.has(key) else "-")
         check = compat.get(name, {})
-        lines.append(f"| {name} | {size(f.get('onnx-fp32'))} | {size(f.get('onnx-fp16'))} | {size(f.get('onnx-int8'))} | {size(f.get('trt-fp16'))} | "
-                     f"{res.timings.get('export_' + name, 0):.1f} | {'ok' if check.get('ok') else 'PROBLEMS' if check else '-'} |")
+        lines.append(f"| {name} | {g.role} | " + " | ".join(cells) + f" | {res.timings.get('export_' + name, 0):.1f} | "
+                     f"{'ok' if check.get('ok') else 'PROBLEMS' if check else '-'} |")
     return "\n".join(lines)
 
 
-def build_tensorrt(folder: Path, graphs: tp.Dict[str, GraphSpec], files: tp.Dict[str, tp.Dict[str, str]],
-                   opts: ExportOptions) -> tp.Dict[str, tp.Any]:
-    """Compatibility check always; engines when TensorRT and a GPU are present (or asked for)."""
+def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: ExportOptions) -> None:
+    """TensorRT op/profile compatibility check of every graph (always); engines when asked for."""
+    from .tensorrt.build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
+
     info: tp.Dict[str, tp.Any] = {"compatibility": {}, "engines": {}}
-    try:
-        from .tensorrt.build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
-    except ImportError as exc:  # pragma: no cover - module is part of the package
-        info["skipped"] = f"tensorrt_build unavailable: {exc}"
-        return info
     for name, spec in graphs.items():
-        src = files[name].get("onnx-fp16") or files[name]["onnx-fp32"]
-        profiles = {s.name: [tuple(int(getattr(spec.axes[d], k)) if isinstance(d, str) else d for d in s.shape)
-                             for k in ("min", "opt", "max")] for s in spec.inputs}
-        report = check_trt_compatibility(folder / src, profiles=profiles, runtime_shapes=spec.runtime_shapes())
+        fp16 = ArtifactKey(name, "fp16", "onnx")
+        src = folder.path(fp16 if folder.has(fp16) else ArtifactKey(name, "fp32", "onnx"))
+        report = check_trt_compatibility(src, profiles=spec.profile_shapes(), runtime_shapes=spec.runtime_shapes())
         info["compatibility"][name] = report.to_dict()
     if opts.backend == "onnx":
         info["skipped"] = "not requested (--backend onnx)"
-        return info
+        folder.set_record("tensorrt", info)
+        return
     try:
         info["device"] = device_info()
-        cache = folder / "timing.cache"
+        cache = folder.folder / "timing.cache"
         for name, spec in graphs.items():
-            if name == "encodec_encoder":
-                continue
-            src = folder / files[name].get("onnx-fp16", files[name]["onnx-fp32"])
-            profiles = {s.name: tuple(tuple(int(getattr(spec.axes[d], k)) if isinstance(d, str) else d for d in s.shape)
-                                      for k in ("min", "opt", "max")) for s in spec.inputs}
-            _log(f"building TensorRT engine for {name}")
-            engine = folder / f"{name}.fp16.plan"
-            build_engine(src, engine, profiles, cache)
-            files[name]["trt-fp16"] = engine.name
-            info["engines"][name] = engine.name
+            key = folder.resolve(name, "tensorrt", "fp16")
+            src = folder.path(ArtifactKey(name, key.precision, "onnx"))
+            _log(f"building TensorRT engine for {name} ({key.precision})")
+            build_engine(src, folder.folder / key.default_file, spec.profile_shapes(), cache,
+                         fp16=key.precision == "fp16")
+            folder.add_artifact(key, save=False)
     except TensorRTUnavailable as exc:
         if opts.backend == "trt":
             raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
         _log(f"TensorRT skipped: {exc}")
         info["skipped"] = str(exc)
-    return info
+    folder.set_record("tensorrt", info)

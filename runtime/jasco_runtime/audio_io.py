@@ -7,13 +7,13 @@ rate → mean over channels → trim / zero-pad to the segment. audiocraft resam
 from __future__ import annotations
 
 import os
-import tempfile
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
@@ -113,21 +113,3 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
     if subtype == "PCM_16":
         clip = np.clip(clip, -1.0, 1.0)
     atomic_write(path, lambda f: sf.write(f, clip.T, int(sample_rate), subtype=subtype, format="WAV"))
-
-
-def atomic_write(path: PathLike, write: tp.Callable[[tp.BinaryIO], None]) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see a partial file.
-    The file gets the permissions a plain ``open`` would give (mkstemp's are private)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

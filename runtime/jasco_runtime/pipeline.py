@@ -17,14 +17,15 @@ import numpy as np
 
 from . import audio_io, chords as chords_mod
 from .backends import available_backends, open_engine
-from .errors import InputError
+from .errors import InputError, JascoError
 from .guidance import CFGTerm, cfg_terms, combine_vector_fields
-from .manifest import Manifest, load_manifest
+from .request import ChordsInput, GenerationRequest
+from .export_folder import ArtifactKey, ExportFolder
 from .solvers import SOLVERS
+from .tables import load_tables
 from .text import TextTokenizer
 
 logger = logging.getLogger(__name__)
-ChordsInput = tp.Union[None, str, os.PathLike, tp.Sequence[tp.Tuple[str, float]]]
 
 
 @dataclass
@@ -53,14 +54,13 @@ def _timer() -> tp.Callable[[], float]:
 class JascoPipeline:
     """Exported JASCO graphs + tokenizer + tables, driven by numpy."""
 
-    def __init__(self, manifest: Manifest, engines: tp.Dict[str, tp.Any], backend: str):
+    def __init__(self, manifest: ExportFolder, engines: tp.Dict[str, tp.Any], backend: str):
         self.manifest = manifest
         self.engines = engines
         self.backend = backend
-        self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
-        tables = np.load(manifest.path("tables"))
-        self.tables = {k: tables[k] for k in tables.files}
-        self.chords_mapping = chords_mod.load_chord_mapping(manifest.path("chords_mapping")) if manifest.has_chords else {}
+        self.tokenizer = TextTokenizer(manifest.file("tokenizer"))
+        self.tables = load_tables(manifest.file("tables"))
+        self.chords_mapping = chords_mod.load_chord_mapping(manifest.file("chords_mapping")) if manifest.has_chords else {}
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -68,8 +68,9 @@ class JascoPipeline:
                  providers: tp.Optional[tp.Sequence[str]] = None, precision: tp.Optional[str] = None) -> "JascoPipeline":
         """Open an export folder.  ``backend``: 'auto' (TensorRT engines if built and importable, else
         ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' | 'int8' (ONNX Runtime; int8 is CPU flow-step only)."""
-        manifest = load_manifest(engines_dir)
-        has_trt = all("trt-fp16" in g.files for g in manifest.graphs.values() if g.name != "encodec_encoder")
+        folder = ExportFolder.open(engines_dir)
+        names = folder.runtime_graphs()
+        has_trt = all(folder.has(folder.resolve(n, "tensorrt", "fp16")) for n in names)
         if backend == "auto":
             backend = "tensorrt" if (has_trt and "tensorrt" in available_backends()) else "onnxruntime"
         if backend == "onnxruntime" and "onnxruntime" not in available_backends():
@@ -77,16 +78,15 @@ class JascoPipeline:
                              "or use --backend tensorrt with engines built on this machine")
         if precision is None:
             gpu = bool(providers) and any(p.lower() in ("cuda", "cudaexecutionprovider") for p in providers)
-            precision = "fp16" if gpu and any("onnx-fp16" in g.files for g in manifest.graphs.values()) else "fp32"
-        elif backend == "onnxruntime" and f"onnx-{precision}" not in manifest.graphs["flow_step"].files:
-            # other graphs may fall back to fp32 (drums kept fp32, int8 is flow-step only); the flow step may not
-            raise InputError(f"{manifest.folder} has no {precision} flow_step graph (has: "
-                             f"{', '.join(sorted(manifest.graphs['flow_step'].files))}); re-export with "
+            precision = "fp16" if gpu and folder.has(folder.resolve("flow_step", "onnx", "fp16")) else "fp32"
+        elif backend == "onnxruntime" and not folder.has(ArtifactKey("flow_step", precision, "onnx")):
+            # other graphs follow their declared fp32 fallback (drums kept fp32, int8 is flow-step only); the flow step may not
+            have = sorted(a.key.precision for a in folder.artifacts() if a.key.graph == "flow_step" and a.key.backend == "onnx")
+            raise InputError(f"{folder.folder} has no {precision} flow_step graph (has: {', '.join(have)}); re-export with "
                              f"`jasco-export --precision fp32,{precision}` or pick another --precision")
-        names = ["text_encoder", "flow_step", "encodec_decoder"] + (["drums_encoder"] if manifest.has_drums else [])
-        built_on = (manifest.raw.get("tensorrt") or {}).get("device")
-        engines = {n: open_engine(backend, manifest.graphs[n].files, manifest.folder, n, providers, precision, built_on)
-                   for n in names}
+        kind = "tensorrt" if backend == "tensorrt" else "onnx"
+        engines = {n: open_engine(folder, folder.resolve(n, kind, precision), providers) for n in names}
+        manifest = folder
         return cls(manifest, engines, backend)
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -208,35 +208,35 @@ class JascoPipeline:
                  solver: tp.Optional[str] = None, steps: tp.Optional[int] = None, rtol: tp.Optional[float] = None,
                  atol: tp.Optional[float] = None, seed: tp.Optional[int] = None, init_noise: tp.Optional[np.ndarray] = None,
                  progress: bool = True, drums_sample_rate: tp.Optional[int] = None) -> GenerationResult:
-        """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest."""
-        if isinstance(descriptions, str):
-            descriptions = [descriptions]
-        if not descriptions:
-            raise InputError("no text prompt given; pass at least one description (it may be empty)")
-        d = self.manifest.defaults
-        cfg_all = float(d["cfg_coef_all"] if cfg_coef_all is None else cfg_coef_all)
-        cfg_txt = float(d["cfg_coef_txt"] if cfg_coef_txt is None else cfg_coef_txt)
-        solver = solver or d["solver"]
-        if solver not in SOLVERS:
-            raise InputError(f"unknown solver {solver!r}; use one of {sorted(SOLVERS)}")
+        """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest;
+        every setting is validated (:class:`GenerationRequest`) before any engine runs."""
+        req = GenerationRequest(descriptions, chords=chords, drums=drums, drums_sample_rate=drums_sample_rate,
+                                melody=melody, cfg_coef_all=cfg_coef_all, cfg_coef_txt=cfg_coef_txt, solver=solver,
+                                steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise
+                                ).resolved(self.manifest.defaults)
+        return self.run(req, progress=progress)
+
+    def run(self, req: GenerationRequest, progress: bool = True) -> GenerationResult:
+        """Generate from a validated request (``GenerationRequest.resolved``)."""
+        descriptions, solver = req.prompts, req.solver
         timings: tp.Dict[str, float] = {}
         total = _timer()
-        terms = cfg_terms(cfg_all, cfg_txt)
-        frames = self._frames(chords)
-        drums_wav = self._drums(drums, drums_sample_rate)
-        mel = self._melody(melody)
-        conds = self.conditions(descriptions, terms, frames, drums_wav, mel, timings)
+        terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
+        frames = self._frames(req.chords)
+        drums_wav = self._drums(req.drums, req.drums_sample_rate)
+        mel = self._melody(req.melody)
         B, T, D = len(descriptions), self.manifest.n_frames, self.manifest.latent_dim
-        if init_noise is None:
-            init_noise = np.random.default_rng(seed).standard_normal((B, T, D)).astype(np.float32)
-        init_noise = np.asarray(init_noise, dtype=np.float32)
-        if init_noise.shape != (B, T, D):
+        init_noise = req.init_noise
+        if init_noise is not None and init_noise.shape != (B, T, D):
             raise InputError(f"init noise must be [{B}, {T}, {D}] for {B} prompt(s), got {list(init_noise.shape)}")
+        conds = self.conditions(descriptions, terms, frames, drums_wav, mel, timings)
+        if init_noise is None:
+            init_noise = np.random.default_rng(req.seed).standard_normal((B, T, D)).astype(np.float32)
         field_fn = self.vector_field(conds, terms)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=int(steps or d["steps"]) if solver != "dopri5" else None, unit="nfe", desc=f"{solver}")
+            bar = tqdm(total=req.steps if solver != "dopri5" else None, unit="nfe", desc=f"{solver}")
 
         def callback(nfe: int, estimate: int) -> None:
             if bar is not None:
@@ -245,10 +245,9 @@ class JascoPipeline:
         clock = _timer()
         try:
             if solver == "dopri5":
-                res = SOLVERS["dopri5"](field_fn, init_noise, rtol=float(rtol or d["rtol"]), atol=float(atol or d["atol"]),
-                                        callback=callback)
+                res = SOLVERS["dopri5"](field_fn, init_noise, rtol=req.rtol, atol=req.atol, callback=callback)
             else:
-                res = SOLVERS[solver](field_fn, init_noise, int(steps or d["steps"]), callback=callback)
+                res = SOLVERS[solver](field_fn, init_noise, req.steps, callback=callback)
         finally:
             if bar is not None:
                 bar.close()
@@ -257,6 +256,10 @@ class JascoPipeline:
         clock = _timer()
         audio = self._run_chunked("encodec_decoder", {"latents": res.z.astype(np.float32)}, "audio")
         timings["decoder"] = clock()
+        for what, x in (("latents", res.z), ("audio", audio)):
+            if not np.isfinite(x).all():
+                raise JascoError(f"the generation produced non-finite {what} (NaN/Inf); nothing was written — check the "
+                                 f"artifacts with `jasco-run verify {self.manifest.folder}`")
         timings["total"] = total()
         return GenerationResult(audio=audio, latents=res.z, sample_rate=self.manifest.sample_rate, nfe=res.nfe,
                                 timings=timings, terms=list(terms))

@@ -63,7 +63,12 @@ class GraphSpec:
     axes: tp.Dict[str, ProfileRange] = field(default_factory=dict)
     description: str = ""
     fp32_ops: tp.Tuple[str, ...] = ()
-    fp16: bool = True  # False: the graph stays fp32 in every precision (numerically fragile)
+    precisions: tp.Tuple[str, ...] = ("fp32", "fp16")  # exported precisions; others fall back to fp32
+    role: str = "runtime"  # runtime: the pipeline runs it; extra: exported on request (--graphs), checked only
+
+    @property
+    def fp16(self) -> bool:
+        return "fp16" in self.precisions
 
     def shape(self, spec: TensorSpec, sizes: tp.Dict[str, int]) -> tp.Tuple[int, ...]:
         return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
@@ -91,11 +96,21 @@ class GraphSpec:
         return [{s.name: self.shape(s, {k: getattr(r, end) for k, r in self.axes.items()}) for s in self.inputs}
                 for end in ("min", "max")]
 
+    @property
+    def input_names(self) -> tp.List[str]:
+        return [s.name for s in self.inputs]
+
+    def profile_shapes(self) -> tp.Dict[str, tp.Tuple[tp.Tuple[int, ...], tp.Tuple[int, ...], tp.Tuple[int, ...]]]:
+        """input name → (min, opt, max) shapes: the TensorRT optimisation profile."""
+        return {s.name: tuple(self.shape(s, {k: getattr(r, end) for k, r in self.axes.items()})  # type: ignore[misc]
+                              for end in ("min", "opt", "max")) for s in self.inputs}
+
     def to_manifest(self) -> tp.Dict[str, tp.Any]:
-        return {"inputs": [vars(s) | {"shape": list(s.shape)} for s in self.inputs],
+        return {"role": self.role, "precisions": list(self.precisions),
+                "inputs": [vars(s) | {"shape": list(s.shape)} for s in self.inputs],
                 "outputs": [vars(s) | {"shape": list(s.shape)} for s in self.outputs],
                 "profile": {k: vars(v) for k, v in self.axes.items()},
-                "description": self.description}
+                "description": self.description, "artifacts": {}}
 
 
 # -- wrappers with explicit tensor I/O ---------------------------------------------------------------
@@ -162,7 +177,8 @@ TEMPORAL_NAMES = {"chords": "chords", "self_wav": "drums", "melody": "melody"}
 
 def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 128,
                    opt_batch: int = 3, opt_text_tokens: int = 16) -> tp.Dict[str, GraphSpec]:
-    """The graphs of a loaded model.  ``max_batch`` counts CFG rows (prompts × terms)."""
+    """Every graph of a loaded model (role ``extra`` ones included).  ``max_batch`` counts CFG rows
+    (prompts × terms)."""
     model = jasco.model
     conds = model.condition_provider.conditioners
     cfg = jasco.cfg
@@ -192,7 +208,7 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
             [TensorSpec("drums", "float32", ("batch", T, dims["self_wav"])), TensorSpec("codes", "int64", ("batch", T))],
             {"batch": ProfileRange(1, 1, max_batch)},
             "EnCodec encoder, layer-0 RVQ argmin, codebook lookup, temporal blur, output_proj; kept fp32 "
-            "(the argmin codes have small margins and flip in fp16; it runs once per generation)", fp16=False)
+            "(the argmin codes have small margins and flip in fp16; it runs once per generation)", precisions=("fp32",))
     graphs["flow_step"] = GraphSpec(
         "flow_step", FlowStep(model, temporal),
         [TensorSpec("z", "float32", ("batch", T, cfg.transformer.flow_dim)), TensorSpec("t", "float32", ("batch",)),
@@ -201,7 +217,7 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         [TensorSpec("v", "float32", ("batch", T, cfg.transformer.flow_dim))],
         {"batch": batch, "text_len": text_len},
         "vector field v_θ(z, t | text, temporal conditions) for every CFG row",
-        fp32_ops=("LayerNorm", "Softmax"))
+        fp32_ops=("LayerNorm", "Softmax"), precisions=("fp32", "fp16", "int8"))
     comp = jasco.compression_model.model
     graphs["encodec_decoder"] = GraphSpec(
         "encodec_decoder", EncodecDecoder(comp.decoder, cfg.latent_mean, cfg.latent_std),
@@ -214,5 +230,6 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         [TensorSpec("wav", "float32", ("batch", 1, S))],
         [TensorSpec("latents", "float32", ("batch", cfg.latent_dim, T))],
         {"batch": ProfileRange(1, 1, max(1, max_batch // 2))},
-        "EnCodec encoder (continuous latents)")
+        "EnCodec encoder (continuous latents): audio → latents for users who edit or continue existing audio; "
+        "not used by the pipeline, exported only with --graphs encodec_encoder", role="extra")
     return graphs

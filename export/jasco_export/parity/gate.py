@@ -7,12 +7,15 @@ when available, else ONNX Runtime CPU (slow but numerically meaningful), else it
 """
 from __future__ import annotations
 
+import json
 import math
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from jasco_runtime.export_folder import ArtifactKey
 
 from ..graphs.spec import GraphSpec
 
@@ -151,12 +154,10 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
         sizes = {k: min(max(2, r.opt), r.max) for k, r in spec.axes.items()}
         cases = {"random": spec.sample(sizes, gen), "realistic": real.get(name)}
         for precision in opts.precisions:
-            if precision == "fp16" and not spec.fp16:
+            if precision not in spec.precisions:
                 rows.append(_skip(name, precision, "graph kept fp32 (runs once per generation)"))
                 continue
-            if precision == "int8" and name != "flow_step":
-                continue  # only the flow step has an int8 graph; the runtime uses fp32 for the others
-            path = folder / f"{name}.{precision}.onnx"
+            path = folder.path(ArtifactKey(name, precision, "onnx"))
             providers, backend = _ort_sessions(folder, precision)
             try:
                 sess = ort.InferenceSession(str(path), providers=providers)
@@ -190,6 +191,8 @@ def run_parity(jasco: tp.Any, graphs: tp.Dict[str, GraphSpec], folder: Path, opt
                                                "int8_rel_l2": INT8_REL_L2, "int8_e2e_rel_l2": INT8_E2E_REL_L2},
               "rows": rows}
     log("\n" + format_table(rows))
+    folder.folder.joinpath("parity.json").write_text(json.dumps(report, indent=2))
+    folder.add_file("parity", "parity.json")
     return report
 
 
@@ -211,7 +214,7 @@ def end_to_end(jasco: tp.Any, folder: Path, opts: tp.Any, log: tp.Callable[[str]
         providers, backend = _ort_sessions(folder, precision)
         log(f"parity end-to-end: runtime {precision} ({backend})")
         try:
-            pipe = JascoPipeline.from_dir(folder, backend="onnxruntime", precision=precision,
+            pipe = JascoPipeline.from_dir(folder.folder, backend="onnxruntime", precision=precision,
                                           providers=["cuda"] if backend.endswith("cuda") else ["cpu"])
             res = pipe.generate(PROMPTS, chords=chords, drums=drums, drums_sample_rate=jasco.sample_rate,
                                 cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=10, init_noise=noise,

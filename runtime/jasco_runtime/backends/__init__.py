@@ -4,10 +4,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 import typing as tp
-from pathlib import Path
 
 from ..errors import InputError
 from .base import Engine
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from ..export_folder import ArtifactKey, ExportFolder
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -26,31 +28,18 @@ def available_backends() -> tp.List[str]:
     return [name for name, module in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")) if _importable(module)]
 
 
-def open_engine(backend: str, files: tp.Dict[str, str], folder: Path, name: str,
-                providers: tp.Optional[tp.Sequence[str]] = None, precision: str = "fp32",
-                expected_device: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> Engine:
-    """Open graph ``name`` with ``backend`` ('onnxruntime' | 'tensorrt').
-
-    ``expected_device``: the manifest's record of the GPU / TensorRT version the engines were built on.
-    """
-    if backend == "tensorrt":
+def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Optional[tp.Sequence[str]] = None,
+                threads: tp.Optional[int] = None) -> Engine:
+    """Open artifact ``key`` of an export folder on its backend.  The runtime, the parity gate,
+    ``verify`` and the benchmarks all open artifacts here (so the "built on this GPU" check always runs)."""
+    path = folder.path(key)
+    if key.backend == "tensorrt":
         from .tensorrt_backend import TensorRTEngine
 
-        key = "trt-fp16"
-        if key not in files:
-            raise InputError(f"no TensorRT engine for {name} in {folder}; build it on this machine with "
-                             "`jasco-export --backend trt` (engines are not portable across GPUs/TensorRT versions)")
-        return TensorRTEngine(folder / files[key], name, expected_device)
-    if backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeEngine
+        return TensorRTEngine(path, key.graph, folder.built_on)
+    from .onnxruntime_backend import OnnxRuntimeEngine
 
-        key = f"onnx-{precision}"
-        if key not in files and "onnx-fp32" in files:
-            key = "onnx-fp32"  # graphs the exporter keeps in fp32 (e.g. drums_encoder)
-        if key not in files:
-            raise InputError(f"no {precision} ONNX graph for {name} in {folder}; available: {sorted(files)}")
-        return OnnxRuntimeEngine(folder / files[key], name, providers)
-    raise InputError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    return OnnxRuntimeEngine(path, key.graph, providers, threads=threads)
 
 
 __all__ = ["Engine", "open_engine", "available_backends", "BACKENDS"]

@@ -1,0 +1,45 @@
+"""File helpers shared by the exporter, the runtime and the benchmarks: atomic writes and digests."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import typing as tp
+from pathlib import Path
+
+PathLike = tp.Union[str, os.PathLike]
+
+
+def atomic_write(path: PathLike, write: tp.Callable[[tp.BinaryIO], None]) -> None:
+    """Write through a temp file in the same folder, then rename: readers never see a partial file.
+    The file gets the permissions a plain ``open`` would give (mkstemp's are private)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: tp.Union[bytes, bytearray, memoryview]) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks (checkpoints and graphs are GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
