@@ -47,6 +47,20 @@ def pipe(tiny_engines):
     return JascoPipeline.from_dir(tiny_engines.out, backend="onnxruntime", providers=["cpu"])
 
 
+@pytest.mark.parametrize("sample_rate, channels, seconds", [(44100, 2, 8.0), (48000, 1, 12.0), (22050, 3, 3.0),
+                                                          (96000, 2, 10.0), (16000, 1, 10.0)])
+def test_prepared_drums_match_reference(tiny_cd, sample_rate, channels, seconds):
+    """Resample per channel, mean, trim / zero-pad: the reference's JASCO.prepare_drums (julius) to 1e-6."""
+    from jasco_runtime.audio_io import prepare_drums
+
+    drums = drum_stem(sample_rate, 2, seconds)
+    drums = drums[:1] if channels == 1 else np.concatenate([drums, drums[:1] * 0.5])[:channels]
+    ref = tiny_cd.prepare_drums(torch.from_numpy(drums), sample_rate).reshape(-1).numpy()
+    got = prepare_drums(drums, sample_rate, tiny_cd.sample_rate, tiny_cd.duration)
+    assert got.shape == ref.shape == (int(tiny_cd.duration * tiny_cd.sample_rate),)
+    assert np.abs(got - ref).max() <= 1e-6
+
+
 @pytest.mark.parametrize("sample_rate, channels", [(44100, 2), (48000, 1)])
 def test_euler10_with_resampled_drums_matches_reference(pipe, tiny_cd, sample_rate, channels):
     drums = drum_stem(sample_rate, channels)
