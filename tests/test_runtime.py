@@ -40,10 +40,10 @@ def _reference(tiny_cd, noise, drums=None, sr=32000, **params):
 
 def test_runtime_imports_with_only_numpy_soundfile_tokenizers():
     """Edge targets often have no onnxruntime (TensorRT only): every optional library is blocked here."""
-    blocked = ["torch", "transformers", "onnxruntime", "tensorrt", "polygraphy", "soxr", "tqdm", "onnx", "scipy"]
+    blocked = ["torch", "transformers", "onnxruntime", "tensorrt", "polygraphy", "soxr", "julius", "tqdm", "onnx", "scipy"]
     code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
             + "import jasco_runtime, jasco_runtime.pipeline, jasco_runtime.cli, jasco_runtime.chords, "
-              "jasco_runtime.guidance, jasco_runtime.audio_io, jasco_runtime.solvers\n"
+              "jasco_runtime.guidance, jasco_runtime.audio_io, jasco_runtime.resample, jasco_runtime.solvers\n"
               "from jasco_runtime.backends import available_backends\nprint(available_backends())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr

@@ -1,8 +1,8 @@
-"""Audio and melody inputs/outputs for the runtime: soundfile, soxr, numpy (no torch).
+"""Audio and melody inputs/outputs for the runtime: soundfile, numpy (no torch).
 
-Drums follow audiocraft's path (BEHAVIOUR.md §5): any rate and channel count → resample to the model
-rate → mean over channels → trim / zero-pad to the segment. audiocraft resamples with julius; here soxr
-(high quality) does it, so only non-32 kHz inputs differ slightly. Files are written atomically.
+Drums follow audiocraft's path (BEHAVIOUR.md §5): any rate and channel count → resample each channel to
+the model rate with julius' algorithm (:mod:`jasco_runtime.resample`) → mean over channels → trim /
+zero-pad to the segment. Files are written atomically.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .files import atomic_write
+from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
@@ -33,15 +34,6 @@ def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
     return np.ascontiguousarray(wav.T), int(sr)
 
 
-def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """[C, T] float32 resampled with soxr ('HQ'); identity when the rates agree."""
-    if int(from_rate) == int(to_rate):
-        return wav
-    import soxr
-
-    return np.ascontiguousarray(soxr.resample(wav.T, int(from_rate), int(to_rate), quality="HQ").T.astype(np.float32))
-
-
 def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration: float) -> np.ndarray:
     """Drum stem [C, T] (or [T]) at any rate → mono float32 [duration·target_rate] (trim / zero-pad)."""
     wav = np.asarray(wav, dtype=np.float32)
@@ -53,7 +45,7 @@ def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration:
         raise InputError(f"drums look like [samples, channels] ({list(wav.shape)}); pass [channels, samples]")
     if not np.isfinite(wav).all():
         raise InputError("drums audio contains NaN or infinite samples")
-    mono = resample(wav, sample_rate, target_rate).mean(axis=0)
+    mono = resample_frac(wav, int(sample_rate), int(target_rate)).mean(axis=0)
     n = int(duration * target_rate)
     mono = mono[:n]
     if mono.shape[0] < n:
