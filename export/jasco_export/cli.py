@@ -4,6 +4,7 @@
     jasco-export make-tiny --out DIR          # tiny random models in a Hugging Face cache layout
     jasco-export demo [--out DIR]             # tiny model → export → jasco-run → wav + parity table
     jasco-export separate-drums MIX OUT.wav   # htdemucs drum stem (needs demucs + its weights)
+    jasco-export verify ENGINES_DIR [--model ID]   # re-run the parity gate on an existing folder
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from jasco_runtime.verify import VerificationFailed
+
 from .errors import JascoError
 
 EXIT_BAD_INPUT = 2
@@ -23,7 +26,8 @@ EXIT_FAILED = 1
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jasco-export", description="Export a JASCO checkpoint to ONNX / TensorRT "
                                 "and check every graph against the PyTorch reference.",
-                                epilog="Other commands: `jasco-export make-tiny --out DIR`, `jasco-export demo`.")
+                                epilog="Other commands: `jasco-export make-tiny --out DIR`, `jasco-export demo`, "
+                                       "`jasco-export verify ENGINES_DIR [--model ID]`.")
     p.add_argument("--model", required=True, help="hub id (e.g. facebook/jasco-chords-drums-400M) or local folder")
     p.add_argument("--out", type=Path, help="output folder (default engines/<model-name>)")
     p.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16, int8 (default fp32,fp16; "
@@ -135,11 +139,16 @@ def _demo(argv: tp.Sequence[str]) -> int:
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"make-tiny": _make_tiny, "demo": _demo, "separate-drums": _separate}
+    from .parity.command import main as _verify
+
+    commands = {"make-tiny": _make_tiny, "demo": _demo, "separate-drums": _separate, "verify": _verify}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return _export(argv)
+    except VerificationFailed as exc:
+        print(f"jasco-export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except JascoError as exc:
         print(f"jasco-export: error: {exc}", file=sys.stderr)
         from .errors import InputError, ModelNotFoundError, CheckpointError

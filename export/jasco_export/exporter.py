@@ -5,7 +5,7 @@ never leaves a half-written output folder.
 """
 from __future__ import annotations
 
-import json
+import gc
 import logging
 import os
 import platform
@@ -21,6 +21,7 @@ import torch
 
 from jasco_runtime.chords import save_chord_mapping_json
 from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+from jasco_runtime.verify import failures, format_table, verify_folder
 
 from .graphs import onnx_export
 from jasco_runtime.signals import sigterm_interrupts
@@ -166,6 +167,8 @@ def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], opts: ExportOp
                          "audiocraft's list.remove-while-iterating quirk; rows are term-major"},
         "graphs": {name: g.to_manifest() for name, g in graphs.items()},
         "files": {},
+        "export": {"precisions": list(opts.precisions), "backend": opts.backend, "max_batch": opts.max_batch,
+                   "max_text_tokens": opts.max_text_tokens, "opset": opts.opset},
         "tools": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -235,12 +238,17 @@ def _run_export(opts: ExportOptions) -> ExportResult:
         folder.save()
         build_tensorrt(folder, graphs, opts)
         t = time.perf_counter()
-        parity = _parity(jasco, graphs, folder, opts)
+        if opts.run_parity:
+            from .parity.golden import write_golden_set
+
+            folder.set_record("golden", write_golden_set(jasco, graphs, folder.golden_dir, opts.end_to_end, log=_log))
+        del jasco, graphs  # every later step runs ONNX Runtime / TensorRT only: free the PyTorch model first
+        gc.collect()
+        parity = _parity(folder, opts)
         timings["parity"] = time.perf_counter() - t
         if parity["passed"] is not True and opts.parity_gate and opts.run_parity:
-            failed = ", ".join(f"{r['check']} {r['precision']} {r['backend']}" for r in parity["rows"] if r["status"] == "FAIL")
-            raise JascoError(f"parity gate failed ({failed or parity.get('reason', 'incomplete')}); nothing was written — "
-                             "see the table above, or pass --no-parity-gate to keep the artifacts")
+            raise JascoError(f"parity gate failed ({failures(parity)}); nothing was written — see the table above, "
+                             "or pass --no-parity-gate to keep the artifacts")
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact folder gets normal permissions
@@ -273,12 +281,17 @@ def export_artifacts(folder: ExportFolder, spec: GraphSpec, opts: ExportOptions,
         folder.add_artifact(key, save=False, **info)
 
 
-def _parity(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], folder: ExportFolder, opts: ExportOptions) -> tp.Dict[str, tp.Any]:
-    from .parity.gate import run_parity
+def _parity(folder: ExportFolder, opts: ExportOptions) -> tp.Dict[str, tp.Any]:
+    """Every artifact of the folder against the golden set just written (see :mod:`jasco_runtime.verify`)."""
+    from .parity.gate import cuda_providers, save_report
 
     if not opts.run_parity:
         return {"passed": None, "rows": [], "skipped": "parity not run (ExportOptions.run_parity=False)"}
-    return run_parity(jasco, graphs, folder, opts, log=_log)
+    report = verify_folder(folder, providers=cuda_providers(), end_to_end=opts.end_to_end, log=_log)
+    report["source"] = "jasco-export (golden set written by the PyTorch reference in this run)"
+    _log("\n" + format_table(report["rows"]))
+    save_report(folder, report, "parity")
+    return report
 
 
 def _int8_flow_step(fp32_path: Path, dst: Path, num_heads: int) -> tp.Dict[str, tp.Any]:

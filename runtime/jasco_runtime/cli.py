@@ -104,7 +104,27 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
             "real_time_factor": res.timings["total"] / (len(prompts) * res.audio.shape[-1] / res.sample_rate)}
 
 
+def _subcommand(name: str, argv: tp.Sequence[str]) -> int:
+    from .verify import VerificationFailed
+    from .verify_cli import main as verify_main
+
+    try:
+        return {"verify": verify_main}[name](argv)
+    except VerificationFailed as exc:
+        print(f"jasco-run {name}: {exc}", file=sys.stderr)
+        return 1
+    except JascoError as exc:
+        print(f"jasco-run {name}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"jasco-run {name}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("verify",):
+        return _subcommand(argv[0], argv[1:])
     a = parser().parse_args(argv)
     try:
         summary = run(a)
