@@ -83,7 +83,7 @@ def build_workload(jasco: tp.Any, batches: tp.Sequence[int], cfg_name: str, solv
                    seed: int = 0) -> Workload:
     import torch
 
-    from jasco_export.parity.gate import synthetic_drums
+    from jasco_export.parity.golden import synthetic_drums
     from jasco_runtime.guidance import cfg_terms
 
     cfg = CFG[cfg_name]

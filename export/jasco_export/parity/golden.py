@@ -25,9 +25,10 @@ STEPS = 10
 DRUMS_RATE, DRUMS_CHANNELS, DRUMS_SECONDS = 44100, 2, 8.0  # a typical drum stem: not the model's rate
 
 
-def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0, channels: int = 1) -> np.ndarray:
-    """A drum-like test signal [channels, samples]: decaying 55 Hz kick on beats, noise snare on off-beats;
-    channels differ (a little delay) so a wrong channel mix shows."""
+def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0,
+                    channels: tp.Optional[int] = None) -> np.ndarray:
+    """A drum-like test signal: decaying 55 Hz kick on beats, noise snare on off-beats.  [samples], or
+    [channels, samples] with ``channels`` (they differ by a small delay, so a wrong channel mix shows)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     t = np.arange(n) / sr
@@ -41,6 +42,8 @@ def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0, 
         else:
             out[i:] += 0.4 * rng.standard_normal(n - i) * np.exp(-seg * 35)
     out = out / np.max(np.abs(out)) * 0.9
+    if channels is None:
+        return out.astype(np.float32)
     return np.stack([np.roll(out, 37 * c) * (1.0 - 0.2 * c) for c in range(channels)]).astype(np.float32)
 
 
@@ -57,7 +60,7 @@ def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[s
     reference conditions); ``random``: random inputs at mid-profile sizes."""
     conds = jasco.model.condition_provider.conditioners
     S = int(jasco.duration * jasco.sample_rate)
-    drums = torch.from_numpy(synthetic_drums(jasco.duration, jasco.sample_rate))[None]
+    drums = torch.from_numpy(synthetic_drums(jasco.duration, jasco.sample_rate, channels=1))
     frames = jasco.frame_chords(CHORDS) if jasco.chords_mapping else None
     tok = jasco.condition_inputs(PROMPTS, cfg_terms(*CFG), frames, drums if "self_wav" in conds else None, _melody(jasco))
     c = jasco.condition_tensors(tok)
