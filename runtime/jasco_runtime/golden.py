@@ -86,7 +86,7 @@ def save_graph_case(path: Path, cases: tp.Mapping[str, GraphCase]) -> None:
     for case, gc in cases.items():
         arrays.update({f"{case}/in/{k}": v for k, v in gc.inputs.items()})
         arrays.update({f"{case}/out/{k}": v for k, v in gc.outputs.items()})
-    np.savez(path, **arrays)
+    np.savez_compressed(path, **arrays)
 
 
 def save_e2e_case(path: Path, case: EndToEndCase) -> None:
@@ -95,4 +95,4 @@ def save_e2e_case(path: Path, case: EndToEndCase) -> None:
         arrays["drums"] = case.drums
     if case.melody is not None:
         arrays["melody"] = case.melody
-    np.savez(path, **arrays)
+    np.savez_compressed(path, **arrays)

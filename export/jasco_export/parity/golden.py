@@ -22,7 +22,7 @@ PROMPTS = ["upbeat funk groove with slap bass and brass", "calm piano"]
 CHORDS = [("C", 0.0), ("F", 2.5), ("G", 5.0), ("C", 7.5)]
 CFG = (1.25, 2.5)  # the demo app's settings (BEHAVIOUR.md §1)
 STEPS = 10
-DRUMS_RATE, DRUMS_CHANNELS, DRUMS_SECONDS = 44100, 2, 8.0  # a typical drum stem: not the model's rate
+DRUMS_RATE, DRUMS_CHANNELS, DRUMS_SECONDS = 44100, 2, 6.0  # a typical drum stem: not the model rate, shorter than 10 s
 
 
 def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0,
