@@ -122,7 +122,7 @@ def test_bundled_encodec_config_used_when_pointer_is_not_cached(tmp_path):
 
 # -- conditions and the CFG batch ----------------------------------------------------------------
 def _terms(a, t):
-    from jasco_runtime.guidance import cfg_terms
+    from jasco_export.reference.guidance import cfg_terms
 
     return cfg_terms(a, t)
 

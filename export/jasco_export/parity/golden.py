@@ -16,7 +16,7 @@ import torch
 from jasco_runtime.golden import CASES, EndToEndCase, GraphCase, save_e2e_case, save_graph_case
 
 from ..graphs.spec import TEMPORAL_NAMES, GraphSpec
-from jasco_runtime.guidance import cfg_terms
+from ..reference.guidance import cfg_terms
 
 PROMPTS = ["upbeat funk groove with slap bass and brass", "calm piano"]
 CHORDS = [("C", 0.0), ("F", 2.5), ("G", 5.0), ("C", 7.5)]

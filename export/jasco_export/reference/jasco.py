@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jasco_runtime.chords import frame_chords as _frame_chords
 from jasco_runtime.chords import load_chord_mapping
-from jasco_runtime.guidance import CFGTerm, cfg_terms
 
 from . import loading
 from .builders import build_flow_model
+from .chords import frame_chords as _frame_chords
 from .config import JascoConfig, parse_xp_cfg
 from ..errors import InputError
 from .flow_model import ConditionTensors, FlowModel
+from .guidance import CFGTerm, cfg_terms
 
 logger = logging.getLogger(__name__)
 Chords = tp.Sequence[tp.Tuple[str, float]]
@@ -121,7 +121,7 @@ class JASCO:
         return next(self.model.parameters()).device
 
     # -- conditions ---------------------------------------------------------------------------------
-    def frame_chords(self, chords: tp.Optional[Chords]) -> tp.Optional[np.ndarray]:
+    def frame_chords(self, chords: tp.Optional[Chords]) -> tp.Optional[torch.Tensor]:
         """Chord progression → per-frame indices [T] (None when absent)."""
         if not chords:
             return None
