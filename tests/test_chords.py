@@ -115,5 +115,5 @@ def test_mapping_json_round_trip_and_pickle_safety(mapping, tmp_path):
     assert load_chord_mapping(tmp_path / "m.json") == mapping
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"N": 0, "x": np.int64(1)}))  # needs an import → refused
-    with pytest.raises(InputError, match="refusing"):
+    with pytest.raises(InputError, match="refused because it contains code"):
         load_chord_mapping(evil)

@@ -15,12 +15,15 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from jasco_runtime.signals import Terminated
 from jasco_runtime.verify import VerificationFailed
 
 from .errors import JascoError
 
+EXIT_FAILED = 1  # parity gate failed, or an unexpected error (traceback)
 EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -48,10 +51,23 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_paths(a: argparse.Namespace) -> None:
+    """Path arguments checked before the checkpoint is loaded (minutes at 1B); the numeric options are
+    checked by ``exporter.check_options``, first thing in ``run_export``."""
+    from .errors import InputError
+
+    if a.out is not None and a.out.exists() and not a.out.is_dir():
+        raise InputError(f"--out {a.out} is a file; give a folder for the export")
+    if a.chords_mapping is not None and not Path(a.chords_mapping).is_file():
+        raise InputError(f"--chords-mapping {a.chords_mapping} does not exist; pass audiocraft's "
+                         "assets/chord_to_index_mapping.pkl")
+
+
 def _export(argv: tp.Sequence[str]) -> int:
     from .exporter import ExportOptions, run_export, summary_table
 
     a = _export_parser().parse_args(argv)
+    _check_paths(a)
     opts = ExportOptions(model=a.model, out=a.out, precisions=tuple(p.strip() for p in a.precision.split(",") if p.strip()),
                          backend=a.backend, max_batch=a.max_batch, max_text_tokens=a.max_text_tokens, opset=a.opset,
                          t5=a.t5, chords_mapping=a.chords_mapping, revision=a.revision, parity_gate=not a.no_parity_gate,
@@ -154,9 +170,12 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         from .errors import InputError, ModelNotFoundError, CheckpointError
 
         return EXIT_BAD_INPUT if isinstance(exc, (InputError, ModelNotFoundError, CheckpointError)) else EXIT_FAILED
+    except Terminated:
+        print("jasco-export: terminated by SIGTERM; temporary files removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("jasco-export: interrupted", file=sys.stderr)
-        return 130
+        print("jasco-export: interrupted; temporary files removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

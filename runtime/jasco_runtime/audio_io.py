@@ -6,6 +6,7 @@ zero-pad to the segment. Files are written atomically.
 """
 from __future__ import annotations
 
+import io
 import os
 import typing as tp
 from pathlib import Path
@@ -13,11 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, atomic_write_bytes  # noqa: F401 (atomic_write re-exported)
 from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
@@ -54,10 +60,20 @@ def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration:
 
 
 def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.ndarray:
-    """Melody salience [bins, T] or [T, bins] → float32 [bins, T] (frames at the model's frame rate)."""
-    mel = np.asarray(melody, dtype=np.float32)
+    """Melody salience [bins, T] or [T, bins] → float32 [bins, T] (frames at the model's frame rate).
+    The orientation is read from the shape, so a square [bins, bins] matrix is refused as ambiguous."""
+    try:
+        mel = np.asarray(melody, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source} must be a numeric salience matrix [{bins}, T], got {type(melody).__name__}") from exc
     if mel.ndim != 2 or bins not in mel.shape:
         raise InputError(f"{source} must be a salience matrix [{bins}, T] or [T, {bins}], got shape {list(mel.shape)}")
+    if 0 in mel.shape:
+        raise InputError(f"{source} has 0 frames (shape {list(mel.shape)}); give at least one frame of salience, "
+                         "or drop the melody")
+    if mel.shape == (bins, bins):
+        raise InputError(f"{source} is {bins}×{bins}: [{bins}, T] and [T, {bins}] cannot be told apart; "
+                         f"pad or trim it to another number of frames (e.g. the whole segment)")
     if not np.isfinite(mel).all():
         raise InputError(f"{source} contains NaN or infinite values")
     return np.ascontiguousarray(mel if mel.shape[0] == bins else mel.T)
@@ -67,35 +83,44 @@ def load_melody(path: PathLike, bins: int) -> np.ndarray:
     """``.npy`` salience matrix → float32 [bins, T]."""
     try:
         mel = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read melody {path} ({exc}); expected a .npy salience matrix [{bins}, T]") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read melody {path} ({_first_line(exc)}); expected a .npy salience matrix "
+                         f"[{bins}, T]") from exc
     return as_salience(mel, bins, source=f"melody {path}")
+
+
+def check_normalization(strategy: tp.Optional[str]) -> None:
+    """Fail before generating when the normalisation cannot run (unknown name, pyloudnorm missing)."""
+    if strategy not in (None, "peak", "loudness"):
+        raise InputError(f"unknown normalisation {strategy!r}; use peak or loudness")
+    if strategy == "loudness":
+        try:
+            import pyloudnorm  # noqa: F401
+        except ImportError as exc:
+            raise InputError("loudness normalisation needs pyloudnorm; `pip install pyloudnorm` or use --normalize peak") from exc
 
 
 def normalize_clip(clip: np.ndarray, sample_rate: int, strategy: tp.Optional[str]) -> np.ndarray:
     """'peak' → max |x| = 1; 'loudness' → −14 LUFS (ITU-R BS.1770 via pyloudnorm), then clipped to ±1."""
+    check_normalization(strategy)
     if strategy is None:
         return clip
     if strategy == "peak":
         peak = float(np.abs(clip).max())
         return clip / peak if peak > 0 else clip
-    if strategy == "loudness":
-        try:
-            import pyloudnorm
-        except ImportError as exc:
-            raise InputError("loudness normalisation needs pyloudnorm; `pip install pyloudnorm` or use --normalize peak") from exc
-        meter = pyloudnorm.Meter(sample_rate)
-        loudness = meter.integrated_loudness(clip.T.astype(np.float64))
-        if not np.isfinite(loudness):  # silence
-            return clip
-        gain = 10.0 ** ((LOUDNESS_TARGET_LUFS - loudness) / 20.0)
-        return np.clip(clip * gain, -1.0, 1.0).astype(np.float32)
-    raise InputError(f"unknown normalisation {strategy!r}; use peak or loudness")
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(sample_rate)
+    loudness = meter.integrated_loudness(clip.T.astype(np.float64))
+    if not np.isfinite(loudness):  # silence
+        return clip
+    gain = 10.0 ** ((LOUDNESS_TARGET_LUFS - loudness) / 20.0)
+    return np.clip(clip * gain, -1.0, 1.0).astype(np.float32)
 
 
-def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT",
-              normalize: tp.Optional[str] = None) -> None:
-    """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
+def encode_wav(clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT", normalize: tp.Optional[str] = None) -> bytes:
+    """[channels, samples] (or [samples]) → the bytes of a wav file.  Encoding in memory keeps disk errors
+    out of libsndfile (whose short writes surface as a bare AssertionError in soundfile)."""
     import soundfile as sf
 
     clip = np.asarray(clip, dtype=np.float32)
@@ -104,4 +129,12 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
     clip = normalize_clip(clip, sample_rate, normalize)
     if subtype == "PCM_16":
         clip = np.clip(clip, -1.0, 1.0)
-    atomic_write(path, lambda f: sf.write(f, clip.T, int(sample_rate), subtype=subtype, format="WAV"))
+    buf = io.BytesIO()
+    sf.write(buf, clip.T, int(sample_rate), subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT",
+              normalize: tp.Optional[str] = None) -> None:
+    """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
+    atomic_write_bytes(path, encode_wav(clip, sample_rate, subtype=subtype, normalize=normalize))

@@ -42,11 +42,15 @@ _LABEL = re.compile(r"^([A-G][#b]?)([^/]*)(?:/([A-G][#b]?))?$")
 
 
 # -- mapping files ---------------------------------------------------------------------------------
+class _RefusedPickle(pickle.UnpicklingError):
+    """The pickle names a global (a class or function): it would run code."""
+
+
 class _DictOnlyUnpickler(pickle.Unpickler):
     """The mapping pickle is a plain {str: int} dict: refuse anything that would import code."""
 
     def find_class(self, module: str, name: str) -> tp.Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a chord mapping")
+        raise _RefusedPickle(f"it imports {module}.{name}")
 
 
 def load_chord_mapping(path: tp.Union[str, os.PathLike]) -> tp.Dict[str, int]:
@@ -58,6 +62,9 @@ def load_chord_mapping(path: tp.Union[str, os.PathLike]) -> tp.Dict[str, int]:
         else:
             with open(p, "rb") as f:
                 mapping = _DictOnlyUnpickler(f).load()
+    except _RefusedPickle as exc:
+        raise InputError(f"chord mapping {p} was refused because it contains code ({exc}); the mapping is a plain "
+                         "{label: index} dict — pass audiocraft's assets/chord_to_index_mapping.pkl") from exc
     except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise InputError(f"cannot read chord mapping {p} ({exc}); pass audiocraft's "
                          "assets/chord_to_index_mapping.pkl") from exc
@@ -151,17 +158,29 @@ def _parse_string(spec: str) -> Progression:
         leftover = _PAIR.sub("", text).replace(",", "").strip()
         if not pairs or leftover:
             raise InputError(f"cannot parse chords {spec!r}; expected \"(C, 0.0), (D, 2.0)\"")
-        return [(label.strip(), float(start)) for label, start in pairs]
+        return [(label.strip(), _seconds(start, f"cannot parse chord ({label}, {start}) in {spec!r}; the start must be "
+                                         "seconds, e.g. (F, 4.5)")) for label, start in pairs]
     out: Progression = []
     for token in text.replace(",", " ").split():
         m = _COLON.match(token)
         if m is None:
             raise InputError(f"cannot parse chord {token!r} in {spec!r}; expected LABEL:START_SECONDS as in \"C:0 F:4 G:6\"")
-        try:
-            out.append((m.group(1), float(m.group(2))))
-        except ValueError as exc:
-            raise InputError(f"cannot parse chord {token!r} in {spec!r}; the start must be seconds, e.g. F:4.5") from exc
+        out.append((m.group(1), _seconds(m.group(2), f"cannot parse chord {token!r} in {spec!r}; the start must be "
+                                                     "seconds, e.g. F:4.5")))
     return out
+
+
+def _seconds(value: tp.Any, message: str) -> float:
+    """A chord start in seconds: a finite number (JSON true/false and strings like "x" or "nan" are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(message)
+    try:
+        seconds = float(value)
+    except ValueError as exc:
+        raise InputError(message) from exc
+    if not math.isfinite(seconds):
+        raise InputError(message)
+    return seconds
 
 
 def _parse_lab(path: Path, text: str) -> Progression:
@@ -192,13 +211,17 @@ def _parse_json(path: Path, text: str) -> Progression:
     if isinstance(data, dict):
         data = data.get("chords")
     out: Progression = []
-    for item in data if isinstance(data, list) else [None]:
+    for n, item in enumerate(data if isinstance(data, list) else [None]):
         if isinstance(item, dict) and {"chord", "start"} <= set(item):
-            out.append((str(item["chord"]), float(item["start"])))
-        elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
-            out.append((item[0], float(item[1])))
+            label, start = item["chord"], item["start"]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            label, start = item
         else:
             raise InputError(f"chord file {path}: expected [[\"C\", 0.0], ...] or [{{\"chord\": \"C\", \"start\": 0.0}}, ...]")
+        if label is not None and not isinstance(label, str):
+            raise InputError(f"chord file {path}: entry {n} has label {label!r}; a chord label is a string such as \"C\"")
+        out.append((label or "", _seconds(start, f"chord file {path}: entry {n} ({label!r}) has start {start!r}; the "
+                                                 "start must be a number of seconds, e.g. 4.5")))
     return out
 
 
@@ -211,7 +234,10 @@ def parse_chords(spec: tp.Union[str, os.PathLike]) -> Progression:
         exists = False
     if isinstance(spec, os.PathLike) or path.suffix.lower() in (".lab", ".json", ".txt") or exists:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"chord file {path} is not UTF-8 text (a binary file?); give a .lab, .json or .txt "
+                             "progression") from exc
         except OSError as exc:
             raise InputError(f"cannot read chord file {path} ({exc.strerror or exc})") from exc
         if path.suffix.lower() == ".json":

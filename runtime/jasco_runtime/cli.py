@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import typing as tp
 from pathlib import Path
@@ -14,12 +16,31 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, JascoError
+from .export_folder import ExportFolder
+from .files import atomic_write_all
+from .request import GenerationRequest
+from .signals import Terminated, sigterm_interrupts
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class UsageError(Exception):
+    """A command-line syntax error (argparse's own check)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a syntax error through :func:`main` (one line, and a JSON object with ``--json``)
+    instead of printing the whole usage and exiting from inside ``parse_args``."""
+
+    def error(self, message: str) -> tp.NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jasco-run", description="Generate 10 s music clips with exported JASCO graphs.")
+    p = _Parser(prog="jasco-run", description="Generate 10 s music clips with exported JASCO graphs.")
     p.add_argument("--engines", required=True, type=Path, help="folder written by jasco-export (holds manifest.json)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text prompt (repeat for several clips)")
@@ -53,7 +74,9 @@ def _prompts(a: argparse.Namespace) -> tp.List[str]:
     if a.text:
         return list(a.text)
     try:
-        lines = [ln.strip() for ln in a.prompts.read_text().splitlines()]
+        lines = [ln.strip() for ln in a.prompts.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"prompts file {a.prompts} is not UTF-8 text (a binary file?); give one prompt per line") from exc
     except OSError as exc:
         raise InputError(f"cannot read prompts file {a.prompts} ({exc.strerror}); give one prompt per line") from exc
     prompts = [ln for ln in lines if ln]
@@ -62,43 +85,91 @@ def _prompts(a: argparse.Namespace) -> tp.List[str]:
     return prompts
 
 
+def _output_path(path: Path, option: str, suffix: str) -> Path:
+    """An output file we can create: right suffix, existing folder, not itself a folder."""
+    if path.suffix.lower() != suffix:
+        raise InputError(f"{option} must end in {suffix}, got {path}")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} of {option} does not exist; create it first")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('out' + suffix)}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"cannot write to {path.parent} (permission denied); choose another {option}")
+    return path
+
+
 def _out_paths(out: Path, n: int) -> tp.List[Path]:
-    if out.suffix.lower() != ".wav":
-        raise InputError(f"--out must end in .wav, got {out}")
-    if not out.parent.exists():
-        raise InputError(f"output folder {out.parent} does not exist; create it first")
-    return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
+    _output_path(out, "--out", ".wav")
+    paths = [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
+    return [_output_path(p, "--out", ".wav") for p in paths]
+
+
+def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]:
+    """Read every input file (chords, drums, melody, init noise) before any engine is loaded."""
+    from . import audio_io, chords
+
+    inputs: tp.Dict[str, tp.Any] = {}
+    if a.chords is not None:
+        inputs["chords"] = chords.parse_chords(a.chords)
+    if a.drums is not None:
+        if not folder.has_drums:
+            raise InputError("this model has no drums conditioner; drop --drums")
+        if not a.drums.is_file():
+            raise InputError(f"drums file {a.drums} does not exist")
+        inputs["drums"], inputs["drums_sample_rate"] = audio_io.load_audio(a.drums)
+    if a.melody is not None:
+        if not folder.has_melody:
+            raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
+                             "drop --melody")
+        if not a.melody.is_file():
+            raise InputError(f"melody file {a.melody} does not exist")
+        inputs["melody"] = audio_io.load_melody(a.melody, int(folder.conditioners["melody"]["bins"]))
+    if a.init_noise is not None:
+        try:
+            inputs["init_noise"] = np.load(a.init_noise, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot read --init-noise {a.init_noise} ({detail}); expected a .npy array "
+                             "[prompts, frames, 128]") from exc
+    return inputs
+
+
+def _write_outputs(files: tp.Sequence[tp.Tuple[Path, bytes]]) -> None:
+    """All outputs or none (temp files, then renames); a disk error is one line."""
+    try:
+        atomic_write_all(files)
+    except OSError as exc:
+        folders = sorted({str(p.parent) for p, _ in files})
+        raise JascoError(f"cannot write the outputs to {', '.join(folders)} ({exc.strerror or exc}); nothing was "
+                         "written — free disk space or choose another --out") from exc
 
 
 def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
+    """Validate every argument and read every input, then load the engines, generate and write all outputs."""
     from . import audio_io
     from .pipeline import JascoPipeline
 
     prompts = _prompts(a)
     outs = _out_paths(a.out, len(prompts))
-    noise = None
-    if a.init_noise is not None:
-        try:
-            noise = np.load(a.init_noise)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read --init-noise {a.init_noise} ({exc}); expected a .npy array") from exc
-    if a.drums is not None and not a.drums.is_file():
-        raise InputError(f"drums file {a.drums} does not exist")
-    if a.melody is not None and not a.melody.is_file():
-        raise InputError(f"melody file {a.melody} does not exist")
+    latents_path = None if a.save_latents is None else _output_path(a.save_latents, "--save-latents", ".npy")
+    audio_io.check_normalization(a.normalize)
+    folder = ExportFolder.open(a.engines)
+    req = GenerationRequest(prompts, cfg_coef_all=a.cfg_all, cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps,
+                            rtol=a.rtol, atol=a.atol, seed=a.seed, **_inputs(a, folder)).resolved(folder.defaults)
     pipe = JascoPipeline.from_dir(a.engines, backend=a.backend, providers=[a.provider] if a.provider else None,
                                   precision=a.precision)
-    res = pipe.generate(prompts, chords=a.chords, drums=a.drums, melody=a.melody, cfg_coef_all=a.cfg_all,
-                        cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps, rtol=a.rtol, atol=a.atol,
-                        seed=a.seed, init_noise=noise, progress=not a.no_progress)
+    res = pipe.run(req, progress=not a.no_progress)
     subtype = "PCM_16" if a.format == "pcm16" else "FLOAT"
-    for path, clip in zip(outs, res.audio):
-        audio_io.write_wav(path, clip, res.sample_rate, subtype=subtype, normalize=a.normalize)
-    if a.save_latents is not None:
-        audio_io.atomic_write(a.save_latents, lambda f: np.save(f, res.latents))
+    files = [(path, audio_io.encode_wav(clip, res.sample_rate, subtype=subtype, normalize=a.normalize))
+             for path, clip in zip(outs, res.audio)]
+    if latents_path is not None:
+        buf = io.BytesIO()
+        np.save(buf, res.latents)
+        files.append((latents_path, buf.getvalue()))
+    _write_outputs(files)
     return {"outputs": [str(p) for p in outs], "prompts": prompts, "sample_rate": res.sample_rate,
             "seconds": res.audio.shape[-1] / res.sample_rate, "nfe": res.nfe, "backend": pipe.backend,
-            "solver": a.solver or pipe.manifest.defaults["solver"],
+            "solver": req.solver,
             "cfg_terms": [{"kind": t.kind, "weight": t.weight} for t in res.terms],
             "timings_s": {k: round(v, 4) for k, v in res.timings.items()},
             "real_time_factor": res.timings["total"] / (len(prompts) * res.audio.shape[-1] / res.sample_rate)}
@@ -121,19 +192,38 @@ def _subcommand(name: str, argv: tp.Sequence[str]) -> int:
         return 130
 
 
+def _fail(message: str, code: int, as_json: bool, prefix: str = "error: ") -> int:
+    """One line on stderr; with ``--json`` also ``{"error": ..., "exit_code": ...}`` on stdout."""
+    print(f"jasco-run: {prefix}{message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
+
+
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    """Exit codes: 0 done, 1 internal error (a bug: traceback), 2 bad input or a failed run (one line, nothing
+    written), 130 Ctrl-C, 143 SIGTERM (nothing written)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("verify",):
         return _subcommand(argv[0], argv[1:])
-    a = parser().parse_args(argv)
+    as_json = "--json" in argv
     try:
-        summary = run(a)
+        a = parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT, as_json)
+    try:
+        with sigterm_interrupts():
+            summary = run(a)
     except JascoError as exc:
-        print(f"jasco-run: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(str(exc), EXIT_BAD_INPUT, as_json)
+    except Terminated:
+        return _fail("terminated by SIGTERM; nothing was written", EXIT_TERMINATED, as_json, prefix="")
     except KeyboardInterrupt:
-        print("jasco-run: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted; nothing was written", EXIT_INTERRUPTED, as_json, prefix="")
+    except Exception as exc:
+        if as_json:  # a bug: the traceback goes to stderr, the JSON reader still gets an object
+            print(json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}", "exit_code": EXIT_FAILED}))
+        raise
     if a.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -28,6 +28,41 @@ def atomic_write(path: PathLike, write: tp.Callable[[tp.BinaryIO], None]) -> Non
         raise
 
 
+def _write_temp(path: Path, data: tp.Union[bytes, bytearray, memoryview]) -> Path:
+    """``data`` in a hidden temp file beside ``path`` (normal permissions); removed again if writing fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def atomic_write_all(files: tp.Sequence[tp.Tuple[PathLike, tp.Union[bytes, bytearray, memoryview]]]) -> None:
+    """Write several files all or nothing: every one goes to a temp file first, then all are renamed.
+    On any failure (full disk, SIGTERM) the temp files and the files already renamed are removed."""
+    temps: tp.List[tp.Tuple[Path, Path]] = []
+    done: tp.List[Path] = []
+    try:
+        for path, data in files:
+            temps.append((_write_temp(Path(path), data), Path(path)))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        for tmp, _ in temps:
+            if tmp.exists():
+                tmp.unlink()
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: PathLike, data: tp.Union[bytes, bytearray, memoryview]) -> None:
     atomic_write(path, lambda f: f.write(data))
 

@@ -31,6 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import JascoError
+
+
+class SolverError(JascoError, RuntimeError):
+    """The ODE solve failed (non-finite state, dopri5 step limits): a clear error, not a crash."""
+
+
 VectorField = tp.Callable[[float, np.ndarray], np.ndarray]
 Callback = tp.Callable[[int, int], None]
 
@@ -287,7 +294,7 @@ def _fixed_step_solve(f: VectorField, z0: tp.Any, steps: tp.Any, tab: ButcherTab
         z, _, _ = _rk_step(field, tab, z, field(t, z), t, dt, t_next)
         t = t_next
     if not np.isfinite(z).all():
-        raise RuntimeError("the state became non-finite: the vector field returned NaN/inf or the steps are too large")
+        raise SolverError("the state became non-finite: the vector field returned NaN/inf or the steps are too large")
     return ODEResult(z=z, nfe=field.nfe, n_steps=n)
 
 
@@ -418,23 +425,23 @@ def dopri5(f: VectorField, z0: np.ndarray, t0: float = 0.0, t1: float = 1.0 - 1e
     last = None
     while t_end > t:
         if n_accepted + n_rejected >= max_steps:
-            raise RuntimeError(f"dopri5 exceeded max_steps={max_steps} (accepted {n_accepted}, rejected "
+            raise SolverError(f"dopri5 exceeded max_steps={max_steps} (accepted {n_accepted}, rejected "
                                f"{n_rejected}, reached t={t:.6g} of {t_end:.6g}); loosen rtol/atol or raise max_steps")
         if not math.isfinite(dt):
             dt = 0.0  # torchdiffeq: min_step
         dt = max(dt, 0.0)
         t_new = t + dt
         if not t_new > t:
-            raise RuntimeError(f"dopri5 step size underflow (dt={dt!r} at t={t!r}): the vector field may return "
+            raise SolverError(f"dopri5 step size underflow (dt={dt!r} at t={t!r}): the vector field may return "
                                "non-finite values or the problem is too stiff")
         field.estimate = guess(t, dt)
         z_new, k, err = _rk_step(field, DOPRI5_TABLEAU, z, f0, t, dt, t_new, perturb=True)
         error_ratio = _error_ratio(err, rtol, atol, z, z_new)
         if math.isnan(error_ratio):
-            raise RuntimeError(f"dopri5: the vector field returned non-finite values near t={t:.6g}")
+            raise SolverError(f"dopri5: the vector field returned non-finite values near t={t:.6g}")
         if error_ratio <= 1:
             if not np.isfinite(z_new).all():
-                raise RuntimeError(f"dopri5: the state became non-finite at t={t_new:.6g}")
+                raise SolverError(f"dopri5: the state became non-finite at t={t_new:.6g}")
             last = (t, z, z_new, k, dt)
             t, z, f0 = t_new, z_new, k[-1]
             n_accepted += 1

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 
 class TextTokenizer:
     def __init__(self, path: tp.Union[str, Path], pad_id: int = 0, pad_token: str = "<pad>"):
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for unreadable / invalid JSON
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path} is damaged ({detail}); re-run jasco-export or copy the folder again") from exc
         self.tokenizer.no_truncation()
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction="right")
 

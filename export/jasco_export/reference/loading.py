@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import typing as tp
 from dataclasses import dataclass, field
@@ -95,13 +96,41 @@ def resolve_model(name_or_dir: tp.Union[str, os.PathLike], revision: tp.Optional
     return ModelFiles(name, sd, comp, sd.parent, repo_id=name, revision=revision or "main")
 
 
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _refused_global(exc: pickle.UnpicklingError) -> tp.Optional[str]:
+    """The global (class or function) torch's ``weights_only`` unpickler refused to import, or None when the
+    pickle is damaged or merely unsupported.  torch words it "... unsupported GLOBAL posix.system ..." or
+    "Unsupported global: GLOBAL __main__.Obj ..."."""
+    text = str(exc)
+    m = _REFUSED_GLOBAL.search(text) if "Weights only load failed" in text else None
+    return m.group(1) if m else None
+
+
+def _detail(exc: BaseException) -> str:
+    """First line of an error; for torch's weights_only failures the specific reason, not its boilerplate
+    paragraph (which suggests ``weights_only=False``)."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        text = paragraphs[1] if len(paragraphs) > 1 else "unsupported pickle content"
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def load_checkpoint(path: Path) -> tp.Dict[str, tp.Any]:
-    """``torch.load(weights_only=True)`` with a one-line error for corrupt or foreign files."""
+    """``torch.load(weights_only=True)`` with a one-line error for corrupt or foreign files; a pickle that
+    would import code is refused as such (never loaded with ``weights_only=False``)."""
     try:
         pkg = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, foreign objects rejected by weights_only
-        raise CheckpointError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                              "the file is corrupt or not a checkpoint — re-download it") from exc
+    except Exception as exc:  # pickle errors, truncated zip, foreign formats, refused globals
+        refused = _refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise CheckpointError(f"{path} was refused because it contains code or Python objects that are not plain "
+                                  f"tensors (it imports {refused}); a release checkpoint holds only tensors — get it "
+                                  "from the model's official page") from exc
+        raise CheckpointError(f"cannot read {path} ({_detail(exc)}); the file is corrupt or not a checkpoint — "
+                              "re-download it") from exc
     if not isinstance(pkg, dict):
         raise CheckpointError(f"{path} holds a {type(pkg).__name__}, not a checkpoint dict")
     return pkg

@@ -36,10 +36,33 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
     if key.backend == "tensorrt":
         from .tensorrt_backend import TensorRTEngine
 
-        return TensorRTEngine(path, key.graph, folder.built_on)
-    from .onnxruntime_backend import OnnxRuntimeEngine
+        engine: Engine = TensorRTEngine(path, key.graph, folder.built_on)
+    else:
+        from .onnxruntime_backend import OnnxRuntimeEngine
 
-    return OnnxRuntimeEngine(path, key.graph, providers, threads=threads)
+        try:
+            engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads)
+        except InputError:
+            raise
+        except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...
+            text = str(exc).strip()
+            detail = text.splitlines()[0][:300] if text else type(exc).__name__
+            raise InputError(f"ONNX Runtime cannot load {path} ({detail}); the file is damaged or not an ONNX graph "
+                             "— re-run jasco-export or copy the folder again") from exc
+    check_io(folder, key, engine, path)
+    return engine
 
 
-__all__ = ["Engine", "open_engine", "available_backends", "BACKENDS"]
+def check_io(folder: "ExportFolder", key: "ArtifactKey", engine: Engine, path: tp.Any) -> None:
+    """The opened graph must have the inputs and outputs the manifest declares for ``key.graph``: a file
+    swapped for another graph (or another model's) fails here, not in the middle of a generation."""
+    declared = folder.graphs[key.graph]
+    want_in = [i["name"] for i in declared.inputs]
+    want_out = [o["name"] for o in declared.outputs]
+    if set(engine.input_names) != set(want_in) or not set(want_out) <= set(engine.output_names):
+        raise InputError(f"{path} is not the {key.graph} graph the manifest declares (inputs {sorted(engine.input_names)}, "
+                         f"outputs {sorted(engine.output_names)}; expected inputs {sorted(want_in)}, outputs "
+                         f"{sorted(want_out)}) — re-run jasco-export or copy the folder again")
+
+
+__all__ = ["Engine", "open_engine", "check_io", "available_backends", "BACKENDS"]
