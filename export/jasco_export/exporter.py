@@ -328,10 +328,14 @@ def summary_table(res: ExportResult) -> str:
 
 
 def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: ExportOptions) -> None:
-    """TensorRT op/profile compatibility check of every graph (always); engines when asked for."""
-    from .tensorrt.build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
+    """TensorRT op/dtype/profile check of every graph (always); engines when asked for, built by the same
+    torch-free builder as ``jasco-run build-engines`` (jasco_runtime.tensorrt.build)."""
+    from jasco_runtime.tensorrt.build import BuildOptions, build_folder
+    from jasco_runtime.tensorrt.versions import TensorRTUnavailable
 
-    info: tp.Dict[str, tp.Any] = {"compatibility": {}, "engines": {}}
+    from .tensorrt.check import check_trt_compatibility
+
+    info: tp.Dict[str, tp.Any] = {"compatibility": {}}
     for name, spec in graphs.items():
         fp16 = ArtifactKey(name, "fp16", "onnx")
         src = folder.path(fp16 if folder.has(fp16) else ArtifactKey(name, "fp32", "onnx"))
@@ -340,6 +344,15 @@ def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: 
     if opts.backend == "onnx":
         info["skipped"] = "not requested (--backend onnx)"
         folder.set_record("tensorrt", info)
+        return
+    folder.set_record("tensorrt", info)
+    try:
+        build_folder(folder, BuildOptions(graphs=list(graphs)), log=_log)
+    except TensorRTUnavailable as exc:
+        if opts.backend == "trt":
+            raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
+        _log(f"TensorRT skipped: {exc}")
+        folder.set_record("tensorrt", {**info, "skipped": str(exc)})
         return
     try:
         info["device"] = device_info()

@@ -123,6 +123,10 @@ def _subcommand(name: str, argv: tp.Sequence[str]) -> int:
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "build-engines":  # jasco-run build-engines ENGINES_DIR ... (TensorRT on the target)
+        from .tensorrt.cli import main as build_engines
+
+        return build_engines(argv[1:])
     if argv and argv[0] in ("verify",):
         return _subcommand(argv[0], argv[1:])
     a = parser().parse_args(argv)
