@@ -353,20 +353,3 @@ def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: 
             raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
         _log(f"TensorRT skipped: {exc}")
         folder.set_record("tensorrt", {**info, "skipped": str(exc)})
-        return
-    try:
-        info["device"] = device_info()
-        cache = folder.folder / "timing.cache"
-        for name, spec in graphs.items():
-            key = folder.resolve(name, "tensorrt", "fp16")
-            src = folder.path(ArtifactKey(name, key.precision, "onnx"))
-            _log(f"building TensorRT engine for {name} ({key.precision})")
-            build_engine(src, folder.folder / key.default_file, spec.profile_shapes(), cache,
-                         fp16=key.precision == "fp16")
-            folder.add_artifact(key, save=False)
-    except TensorRTUnavailable as exc:
-        if opts.backend == "trt":
-            raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
-        _log(f"TensorRT skipped: {exc}")
-        info["skipped"] = str(exc)
-    folder.set_record("tensorrt", info)

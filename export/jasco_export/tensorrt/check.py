@@ -110,8 +110,8 @@ def _check_graph(model, table: tp.Dict[str, tp.Any], problems: tp.List[str]) -> 
                 problems.append(f"{label}: a {types[name]} input #{idx} is rejected by the TensorRT ONNX parser")
     # tensors of types TensorRT lacks, grouped per dtype
     io = {vi.name for vi in list(graph.input) + list(graph.output)}
-    quantized_ok = {n for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
-                    for n in (node.output[:1] if node.op_type == "QuantizeLinear" else node.input[:1])}
+    quantized_ok = {n for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")  # + zero points
+                    for n in list(node.output[:1] if node.op_type == "QuantizeLinear" else node.input[:1]) + list(node.input[2:3])}
     bad: tp.Dict[str, tp.List[str]] = {}
     for name, dtype in types.items():
         if dtype in table["supported_dtypes"] or dtype == "undefined" or (dtype in table["io_only_dtypes"] and name in io) \
