@@ -263,7 +263,7 @@ def cpu_checks(report: Report, folder: Path) -> np.ndarray:
 
 
 def ort_cuda_checks(report: Report, folder: Path, cpu_latents: np.ndarray) -> None:
-    from jasco_export.parity.gate import FP16_E2E_REL_L2, FP16_REL_L2
+    from jasco_runtime.verify import FP16_E2E_REL_L2, FP16_REL_L2
     from jasco_runtime import JascoPipeline
     from jasco_runtime.backends import open_engine
     from jasco_runtime.export_folder import ArtifactKey, ExportFolder
@@ -320,7 +320,7 @@ def memory_growth(open_pipe: tp.Callable[[], tp.Any]) -> tp.Dict[str, int]:
 
 
 def tensorrt_checks(report: Report, folder: Path, work: Path) -> Path:
-    from jasco_export.parity.gate import FP16_E2E_REL_L2, FP16_REL_L2
+    from jasco_runtime.verify import FP16_E2E_REL_L2, FP16_REL_L2
     from jasco_runtime import JascoPipeline
     from jasco_runtime.backends import open_engine
     from jasco_runtime.errors import InputError
