@@ -63,3 +63,17 @@ def tiny_engines(tiny_hub, tmp_path_factory):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TINY_ROOT, ignore_errors=True)
+
+
+@pytest.fixture()
+def trt_standin(monkeypatch):
+    """The strict TensorRT 10 / CUDA / cuda-python stand-in (tests/standins/tensorrt.py), installed for one
+    test under the real polygraphy.  ``trt_standin.build_engines(folder)`` builds a folder's engines with the
+    real builder; ``trt_standin.snapshot()`` counts live device allocations and streams;
+    ``trt_standin.set(compute_capability=(8, 9), trt_version=..., cuda_error=...)`` changes the machine."""
+    pytest.importorskip("polygraphy")
+    from standins.tensorrt import TensorRTStandin
+
+    standin = TensorRTStandin().install(monkeypatch)
+    yield standin
+    standin.uninstall()

@@ -1,206 +1,246 @@
-"""The runtime's TensorRT backend, driven through a stand-in ``tensorrt`` / ``polygraphy.cuda``.
+"""The runtime's TensorRT backend through the strict TensorRT/CUDA stand-in (tests/standins/tensorrt.py).
 
-TensorRT cannot be installed here, so a small stand-in of the TensorRT 10 runtime API executes each
-"plan" with ONNX Runtime on the graph the plan names, and a numpy-backed ``DeviceArray`` stands in for
-GPU memory. This checks the backend's control flow (named I/O, shapes, device-resident conditions,
-buffer reuse, rebuild messages) and that the pipeline gives the ONNX Runtime result through it. Real
-TensorRT numerics are not checked here (tests/test_tensorrt_build.py::test_tiny_engine_matches_onnxruntime
-does that where TensorRT and a GPU exist).
+The engines are built from the tiny export by the real builder (polygraphy's loaders) on the stand-in;
+every tensor crosses fake device memory as raw bytes, so the numbers only come out right when the backend
+binds the right buffers with the right dtypes and shapes.  TensorRT numerics themselves are not checked
+here (benchmarks/gpu_check.py does that on a GPU).
 """
 from __future__ import annotations
 
-import enum
 import json
 import shutil
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from jasco_runtime.errors import InputError
 
-TRT_VERSION = "10.99.1"
+PROMPTS = ["funk", "a much longer piano ballad prompt"]
 
 
-class DeviceArray:
-    """numpy-backed stand-in of polygraphy.cuda.DeviceArray; counts host→device copies."""
-
-    copies = 0
-
-    def __init__(self, shape=(), dtype=np.float32):
-        self.array = np.empty(shape, dtype=dtype)
-        self.ptr = id(self)
-
-    @property
-    def shape(self):
-        return self.array.shape
-
-    @property
-    def dtype(self):
-        return self.array.dtype
-
-    def resize(self, shape):
-        if tuple(shape) != self.array.shape:
-            self.array = np.empty(shape, dtype=self.array.dtype)
-
-    def copy_from(self, host, stream=None):
-        DeviceArray.copies += 1
-        self.array = np.array(host, copy=True)
-
-    def copy_to(self, host, stream=None):
-        host[...] = self.array
-        return host
-
-
-def _stand_ins(folder):
-    import onnxruntime as ort
-
-    cuda = types.ModuleType("polygraphy.cuda")
-    cuda.DeviceArray = DeviceArray
-    cuda.Stream = type("Stream", (), {"ptr": 0, "synchronize": lambda self: None})
-    polygraphy = types.ModuleType("polygraphy")
-    polygraphy.cuda = cuda
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = TRT_VERSION
-    trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
-    trt.Logger = type("Logger", (), {"ERROR": 1, "__init__": lambda self, level=None: None})
-    trt.nptype = lambda dtype: dtype
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.shapes, self.addresses = engine, {}, {}
-
-        def set_input_shape(self, name, shape):
-            self.shapes[name] = tuple(shape)
-
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
-
-        def get_tensor_shape(self, name):
-            feeds = {n: np.zeros(s, self.engine.dtypes[n]) for n, s in self.shapes.items()}
-            self.pending = self.engine.session.run(None, feeds)  # shape inference by running (stand-in)
-            return self.pending[self.engine.outputs.index(name)].shape
-
-        def execute_async_v3(self, stream):
-            objects = {o.ptr: o for o in DeviceArray.live}
-            feeds = {n: objects[self.addresses[n]].array for n in self.engine.inputs}
-            for name, value in zip(self.engine.outputs, self.engine.session.run(None, feeds)):
-                objects[self.addresses[name]].array[...] = value
-            return True
-
-    class Engine:
-        def __init__(self, onnx_path):
-            self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-            self.inputs = [i.name for i in self.session.get_inputs()]
-            self.outputs = [o.name for o in self.session.get_outputs()]
-            types_ = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
-            self.dtypes = {i.name: types_[i.type] for i in self.session.get_inputs()}
-            self.dtypes.update({o.name: types_[o.type] for o in self.session.get_outputs()})
-            self.num_io_tensors = len(self.inputs) + len(self.outputs)
-
-        def get_tensor_name(self, i):
-            return (self.inputs + self.outputs)[i]
-
-        def get_tensor_mode(self, name):
-            return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name):
-            return self.dtypes[name]
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            plan = json.loads(data.decode()) if data.startswith(b"{") else {}
-            if plan.get("trt") != TRT_VERSION:
-                return None  # what TensorRT does with a plan of another version
-            return Engine(folder / plan["onnx"])
-
-    trt.Runtime = Runtime
-    return trt, polygraphy, cuda
+def _kw(batch: int = 2, steps: int = 3):
+    return dict(chords="C:0 F:4", cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=steps, progress=False,
+                init_noise=np.random.default_rng(0).standard_normal((batch, 500, 128)).astype(np.float32))
 
 
 @pytest.fixture()
-def trt_engines(tiny_engines, tmp_path, monkeypatch):
-    """A copy of the tiny export with a stand-in 'plan' per graph and the build device recorded."""
+def trt_folder(tiny_engines, tmp_path, trt_standin):
+    """A copy of the tiny export with engines built on the stand-in."""
     folder = tmp_path / "engines"
     shutil.copytree(tiny_engines.out, folder)
-    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
-
-    ef = ExportFolder.open(folder)
-    for name in ef.graphs:
-        key = ef.resolve(name, "tensorrt", "fp16")
-        (folder / key.default_file).write_text(json.dumps({"trt": TRT_VERSION, "onnx": ef.artifact(ArtifactKey(name, "fp32", "onnx")).file}))
-        ef.add_artifact(key, save=False)
-    ef.set_record("tensorrt", {**ef.raw["tensorrt"], "device": {"trt_version": TRT_VERSION, "gpu_name": "Stand-in GPU",
-                                                                "compute_capability": "9.0"}})
-    trt, polygraphy, cuda = _stand_ins(folder)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "polygraphy", polygraphy)
-    monkeypatch.setitem(sys.modules, "polygraphy.cuda", cuda)
-    DeviceArray.live = []
-    original_init = DeviceArray.__init__
-
-    def tracked_init(self, *a, **k):
-        original_init(self, *a, **k)
-        DeviceArray.live.append(self)
-
-    monkeypatch.setattr(DeviceArray, "__init__", tracked_init)
-    from jasco_runtime.backends import tensorrt_backend
-
-    monkeypatch.setattr(tensorrt_backend, "_current_gpu", lambda: ("Stand-in GPU", "9.0"))
+    trt_standin.build_engines(folder)
     return folder
 
 
-def test_pipeline_through_tensorrt_backend_matches_onnxruntime(trt_engines):
+def _engine(folder, graph):
+    from jasco_runtime.backends import open_engine
+    from jasco_runtime.export_folder import ExportFolder
+
+    f = ExportFolder.open(folder)
+    return open_engine(f, f.resolve(graph, "tensorrt", "fp16"))
+
+
+def _flow_inputs(rows: int, dtype=np.float32):
+    rng = np.random.default_rng(1)
+    return {"z": rng.standard_normal((rows, 500, 128)).astype(dtype), "t": np.full((rows,), 0.3, np.float32),
+            "text": rng.standard_normal((rows, 7, 64)).astype(np.float32),
+            "chords": rng.standard_normal((rows, 500, 16)).astype(np.float32),
+            "drums": rng.standard_normal((rows, 500, 2)).astype(np.float32)}
+
+
+def test_pipeline_through_tensorrt_matches_onnxruntime_on_the_same_graphs(trt_folder, trt_standin):
+    """Every byte goes through fake device memory: the TensorRT pipeline gives ONNX Runtime's result on the
+    graphs the engines were built from (fp16 ONNX; drums fp32)."""
     from jasco_runtime import JascoPipeline
 
-    kw = dict(chords="C:0 F:4", cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=3, progress=False,
-              init_noise=np.random.default_rng(0).standard_normal((2, 500, 128)).astype(np.float32))
-    trt_pipe = JascoPipeline.from_dir(trt_engines, backend="tensorrt")
-    assert trt_pipe.backend == "tensorrt"
-    DeviceArray.copies = 0
-    got = trt_pipe.generate(["funk", "a much longer piano ballad prompt"], **kw)
-    copies = DeviceArray.copies
-    ref = JascoPipeline.from_dir(trt_engines, backend="onnxruntime", providers=["cpu"]).generate(
-        ["funk", "a much longer piano ballad prompt"], **kw)
-    np.testing.assert_allclose(got.latents, ref.latents, atol=1e-6)
-    np.testing.assert_allclose(got.audio, ref.audio, atol=1e-6)
-    # conditions go to the device once: per flow evaluation only z and t are copied (2 × 3 steps),
-    # plus the text encoder (2 inputs), the conditions (text, chords, drums: 3) and the decoder (1)
-    assert copies == 2 * 3 + 2 + 3 + 1
+    with JascoPipeline.from_dir(trt_folder, backend="tensorrt") as pipe:
+        got = pipe.generate(PROMPTS, drums=np.random.default_rng(2).standard_normal(32000 * 3).astype(np.float32),
+                            drums_sample_rate=32000, **_kw())
+    assert trt_standin.executions == 1 + 1 + 3 + 1  # text, drums, 3 flow steps (all CFG rows at once), decoder
+    ref = JascoPipeline.from_dir(trt_folder, backend="onnxruntime", providers=["cpu"], precision="fp16").generate(
+        PROMPTS, drums=np.random.default_rng(2).standard_normal(32000 * 3).astype(np.float32), drums_sample_rate=32000,
+        **_kw())
+    np.testing.assert_allclose(got.latents, ref.latents, atol=1e-5)
+    np.testing.assert_allclose(got.audio, ref.audio, atol=1e-5)
 
 
-def test_auto_backend_picks_tensorrt_when_engines_exist(trt_engines):
+def test_twenty_generations_leave_no_device_allocation_behind(trt_folder, trt_standin):
+    """Issue 9 defect 1: buffers are allocated once per engine at the profile's max shape, the generation's
+    condition tensors are freed when it ends, and close() frees everything."""
     from jasco_runtime import JascoPipeline
 
-    assert JascoPipeline.from_dir(trt_engines).backend == "tensorrt"
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+    pipe = JascoPipeline.from_dir(trt_folder, backend="tensorrt")
+    opened = trt_standin.snapshot()
+    pipe.generate(PROMPTS, **_kw(steps=1))
+    first = trt_standin.snapshot()
+    for i in range(1, 20):
+        pipe.generate(["funk"] if i % 2 else PROMPTS, **_kw(batch=1 if i % 2 else 2, steps=1))
+        assert trt_standin.snapshot() == first, f"generation {i} changed the device allocations"
+    assert first == opened and opened["streams"] == 4 and opened["allocations"] > 0  # all allocated at open
+    mallocs = trt_standin.gpu.mallocs
+    pipe.close()
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+    assert trt_standin.gpu.frees == mallocs
+    pipe.close()  # idempotent
 
 
-@pytest.mark.parametrize("field, value, message", [("trt_version", "10.3.0", r"TensorRT 10\.3\.0.*rebuild .*jasco-export"),
+def test_engine_buffers_are_allocated_once_at_the_profile_max(trt_folder, trt_standin):
+    engine = _engine(trt_folder, "flow_step")
+    opened = trt_standin.gpu.mallocs
+    for rows in (1, 6, 2):
+        out = engine(**_flow_inputs(rows))["v"]
+        assert out.shape == (rows, 500, 128) and np.isfinite(out).all()
+    assert trt_standin.gpu.mallocs == opened  # smaller shapes are views of the max-shape buffers
+    assert engine.max_batch == 6
+    engine.close()
+    assert trt_standin.snapshot()["allocations"] == 0
+
+
+def test_out_of_profile_batch_is_a_clear_error(trt_folder, trt_standin):
+    """Defect 2: set_input_shape returns False outside the profile; the engine says so instead of sizing
+    the output from stale dims."""
+    engine = _engine(trt_folder, "flow_step")
+    with pytest.raises(InputError, match=r"flow_step: input z of shape \[7, 500, 128\] is outside the engine's "
+                                         r"optimisation profile \(min \[1, 500, 128\], max \[6, 500, 128\]\)"):
+        engine(**_flow_inputs(7))
+    assert trt_standin.executions == 0
+    assert any("out of the optimization profile range" in e for e in trt_standin.errors)
+    engine.close()
+
+
+def test_refused_tensor_address_stops_the_call(trt_folder, trt_standin, monkeypatch):
+    """Defect 2: set_tensor_address's result is checked (TensorRT refuses e.g. unaligned pointers)."""
+    from standins import tensorrt as standin
+
+    engine = _engine(trt_folder, "text_encoder")
+    monkeypatch.setattr(standin.IExecutionContext, "set_tensor_address", lambda self, name, memory: False)
+    with pytest.raises(RuntimeError, match="refused the device address of input_ids"):
+        engine(input_ids=np.ones((1, 4), np.int64), attention_mask=np.ones((1, 4), np.int64))
+    assert trt_standin.executions == 0
+    engine.close()
+
+
+def test_input_dtype_is_checked_against_the_engine(trt_folder, trt_standin):
+    """Defect 4: TensorRT reads raw bytes, so an int32 array where the engine takes int64 must be refused."""
+    engine = _engine(trt_folder, "text_encoder")
+    with pytest.raises(ValueError, match="input_ids is int32, the engine expects int64"):
+        engine(input_ids=np.ones((1, 4), np.int32), attention_mask=np.ones((1, 4), np.int64))
+    with pytest.raises(ValueError, match="expects float32"):
+        _engine(trt_folder, "flow_step")(**_flow_inputs(1, dtype=np.float64))
+    assert trt_standin.executions == 0
+    engine.close()
+
+
+def test_no_deprecated_polygraphy_path_per_buffer_access(trt_folder, trt_standin, capsys):
+    """Defect 3: DeviceArray.dtype goes through polygraphy's deprecated NumPy path (removed in 0.55) and logs a
+    warning on every access; the backend keeps its own dtypes."""
+    engine = _engine(trt_folder, "flow_step")
+    capsys.readouterr()
+    bound = {k: engine.to_device(v) for k, v in _flow_inputs(3).items() if k not in ("z", "t")}
+    for _ in range(3):
+        engine.run_bound({"z": _flow_inputs(3)["z"], "t": np.full((3,), 0.5, np.float32), **bound})["v"].numpy()
+    out = capsys.readouterr()
+    assert "In the future" not in out.out + out.err and "deprecated" not in (out.out + out.err).lower()
+    for t in bound.values():
+        t.free()
+    engine.close()
+
+
+def test_device_tensors_are_owned_and_freed(trt_folder, trt_standin):
+    engine = _engine(trt_folder, "flow_step")
+    before = trt_standin.snapshot()["allocations"]
+    inputs = _flow_inputs(2)
+    bound = {k: engine.to_device(v) for k, v in inputs.items() if k != "z"}
+    assert trt_standin.snapshot()["allocations"] == before + 4
+    v = engine.run_bound({"z": inputs["z"], **bound})["v"].numpy()
+    np.testing.assert_array_equal(v, engine(**inputs)["v"])
+    bound["text"].free()
+    with pytest.raises(ValueError, match="already freed"):
+        engine.run_bound({"z": inputs["z"], **bound})
+    engine.close()  # frees the tensors still held
+    assert trt_standin.snapshot()["allocations"] == 0
+
+
+def test_one_tensorrt_logger_for_builder_and_runtime(trt_folder, trt_standin):
+    """Defect 13: TensorRT keeps the first logger it is given; the backend uses polygraphy's (the builder's)."""
+    from jasco_runtime import JascoPipeline
+
+    with JascoPipeline.from_dir(trt_folder, backend="tensorrt"):
+        pass
+    assert len(trt_standin.loggers) == 1
+    assert not any("differs from one already provided" in e for e in trt_standin.errors)
+
+
+def test_auto_backend_needs_tensorrt_polygraphy_and_a_gpu(trt_folder, trt_standin, monkeypatch, caplog):
+    """Defect 13: ``auto`` picks TensorRT only when tensorrt and polygraphy import and a GPU answers."""
+    from jasco_runtime import JascoPipeline
+
+    with JascoPipeline.from_dir(trt_folder) as pipe:
+        assert pipe.backend == "tensorrt"
+    trt_standin.set(cuda_error="cudaErrorNoDevice")
+    with JascoPipeline.from_dir(trt_folder) as pipe:
+        assert pipe.backend == "onnxruntime"
+    assert "no CUDA device" in caplog.text
+    trt_standin.set(cuda_error=None)
+    monkeypatch.setitem(sys.modules, "polygraphy", None)
+    with JascoPipeline.from_dir(trt_folder) as pipe:
+        assert pipe.backend == "onnxruntime"
+
+
+@pytest.mark.parametrize("field, value, message", [("trt_version", "10.3.0", r"TensorRT 10\.3\.0.*rebuild .*build-engines"),
                                                     ("compute_capability", "8.7", r"sm 8\.7.*rebuild")])
-def test_engine_of_another_tensorrt_or_gpu_asks_for_a_rebuild(trt_engines, field, value, message):
+def test_engine_of_another_tensorrt_or_gpu_asks_for_a_rebuild(trt_folder, trt_standin, field, value, message):
     from jasco_runtime import JascoPipeline
 
-    manifest = json.loads((trt_engines / "manifest.json").read_text())
+    manifest = json.loads((trt_folder / "manifest.json").read_text())
     manifest["tensorrt"]["device"][field] = value
-    (trt_engines / "manifest.json").write_text(json.dumps(manifest))
+    (trt_folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=message):
-        JascoPipeline.from_dir(trt_engines, backend="tensorrt")
+        JascoPipeline.from_dir(trt_folder, backend="tensorrt")
+    assert trt_standin.snapshot()["allocations"] == 0
 
 
-def test_plan_that_does_not_deserialize_asks_for_a_rebuild(trt_engines):
+def test_plan_of_another_gpu_or_garbage_does_not_deserialize(trt_folder, trt_standin):
+    """TensorRT's own check, when the manifest's record agrees (e.g. the folder was copied with its record)."""
     from jasco_runtime import JascoPipeline
 
-    (trt_engines / "flow_step.fp16.plan").write_bytes(b"\x00garbage plan")
-    with pytest.raises(InputError, match="does not load with TensorRT.*rebuild"):
-        JascoPipeline.from_dir(trt_engines, backend="tensorrt")
+    trt_standin.set(compute_capability=(8, 7))
+    manifest = json.loads((trt_folder / "manifest.json").read_text())
+    manifest["tensorrt"]["device"]["compute_capability"] = "8.7"
+    (trt_folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="does not load with TensorRT.*build-engines"):
+        JascoPipeline.from_dir(trt_folder, backend="tensorrt")
+    assert any("incompatible device" in e for e in trt_standin.errors)
+    trt_standin.set(compute_capability=(9, 0))
+    manifest["tensorrt"]["device"]["compute_capability"] = "9.0"
+    (trt_folder / "manifest.json").write_text(json.dumps(manifest))
+    (trt_folder / "flow_step.fp16.plan").write_bytes(b"\x00garbage plan")
+    with pytest.raises(InputError, match="does not load with TensorRT.*build-engines"):
+        JascoPipeline.from_dir(trt_folder, backend="tensorrt")
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}  # engines opened before are closed
+
+
+def test_unreadable_gpu_says_the_device_check_is_skipped(trt_folder, trt_standin, monkeypatch, caplog):
+    """Defect 6: when the compute capability cannot be read the manifest check is skipped — with a warning."""
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    engine = _engine(trt_folder, "text_encoder")
+    assert "check is skipped" in caplog.text and "cuda-python is not installed" in caplog.text
+    engine.close()
+
+
+def test_tensorrt_11_and_old_polygraphy_are_refused(trt_folder, trt_standin, monkeypatch):
+    """Defects 5 and 8: TensorRT 10.x only; polygraphy >= 0.53 (finds libcudart in the pip CUDA wheels)."""
+    import polygraphy
+
+    trt_standin.set(trt_version="11.0.0.1")
+    with pytest.raises(InputError, match=r"TensorRT 11\.0\.0\.1 found; jasco-trt supports TensorRT 10\.x only"):
+        _engine(trt_folder, "text_encoder")
+    trt_standin.set(trt_version="10.13.0.35")
+    monkeypatch.setattr(polygraphy, "__version__", "0.49.26")
+    with pytest.raises(InputError, match=r"polygraphy 0\.49\.26 found; jasco-trt needs polygraphy>=0\.53"):
+        _engine(trt_folder, "text_encoder")
 
 
 def test_missing_engines_name_the_fix(tiny_engines):

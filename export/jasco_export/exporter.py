@@ -328,10 +328,14 @@ def summary_table(res: ExportResult) -> str:
 
 
 def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: ExportOptions) -> None:
-    """TensorRT op/profile compatibility check of every graph (always); engines when asked for."""
-    from .tensorrt.build import TensorRTUnavailable, build_engine, check_trt_compatibility, device_info
+    """TensorRT op/dtype/profile check of every graph (always); engines when asked for, built by the same
+    torch-free builder as ``jasco-run build-engines`` (jasco_runtime.tensorrt.build)."""
+    from jasco_runtime.tensorrt.build import BuildOptions, build_folder
+    from jasco_runtime.tensorrt.versions import TensorRTUnavailable
 
-    info: tp.Dict[str, tp.Any] = {"compatibility": {}, "engines": {}}
+    from .tensorrt.check import check_trt_compatibility
+
+    info: tp.Dict[str, tp.Any] = {"compatibility": {}}
     for name, spec in graphs.items():
         fp16 = ArtifactKey(name, "fp16", "onnx")
         src = folder.path(fp16 if folder.has(fp16) else ArtifactKey(name, "fp32", "onnx"))
@@ -341,19 +345,11 @@ def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: 
         info["skipped"] = "not requested (--backend onnx)"
         folder.set_record("tensorrt", info)
         return
+    folder.set_record("tensorrt", info)
     try:
-        info["device"] = device_info()
-        cache = folder.folder / "timing.cache"
-        for name, spec in graphs.items():
-            key = folder.resolve(name, "tensorrt", "fp16")
-            src = folder.path(ArtifactKey(name, key.precision, "onnx"))
-            _log(f"building TensorRT engine for {name} ({key.precision})")
-            build_engine(src, folder.folder / key.default_file, spec.profile_shapes(), cache,
-                         fp16=key.precision == "fp16")
-            folder.add_artifact(key, save=False)
+        build_folder(folder, BuildOptions(graphs=list(graphs)), log=_log)
     except TensorRTUnavailable as exc:
         if opts.backend == "trt":
             raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
         _log(f"TensorRT skipped: {exc}")
-        info["skipped"] = str(exc)
-    folder.set_record("tensorrt", info)
+        folder.set_record("tensorrt", {**info, "skipped": str(exc)})

@@ -204,6 +204,10 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     """Exit codes: 0 done, 1 internal error (a bug: traceback), 2 bad input or a failed run (one line, nothing
     written), 130 Ctrl-C, 143 SIGTERM (nothing written)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "build-engines":  # jasco-run build-engines ENGINES_DIR ... (TensorRT on the target)
+        from .tensorrt.cli import main as build_engines
+
+        return build_engines(argv[1:])
     if argv and argv[0] in ("verify",):
         return _subcommand(argv[0], argv[1:])
     as_json = "--json" in argv

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import audio_io, chords as chords_mod
-from .backends import available_backends, open_engine
+from .backends import available_backends, open_engine, tensorrt_unavailable_reason
 from .errors import InputError, JascoError
 from .guidance import CFGTerm, cfg_terms, combine_vector_fields
 from .request import ChordsInput, GenerationRequest
@@ -51,6 +51,11 @@ def _timer() -> tp.Callable[[], float]:
     return lambda: time.perf_counter() - start
 
 
+def _close_all(engines: tp.Mapping[str, tp.Any]) -> None:
+    for engine in engines.values():
+        getattr(engine, "close", lambda: None)()
+
+
 class JascoPipeline:
     """Exported JASCO graphs + tokenizer + tables, driven by numpy."""
 
@@ -71,8 +76,11 @@ class JascoPipeline:
         folder = ExportFolder.open(engines_dir)
         names = folder.runtime_graphs()
         has_trt = all(folder.has(folder.resolve(n, "tensorrt", "fp16")) for n in names)
-        if backend == "auto":
-            backend = "tensorrt" if (has_trt and "tensorrt" in available_backends()) else "onnxruntime"
+        if backend == "auto":  # TensorRT only where its engines exist and tensorrt + polygraphy + a GPU work
+            why_not = "no engines built" if not has_trt else tensorrt_unavailable_reason()
+            backend = "tensorrt" if why_not is None else "onnxruntime"
+            if has_trt and why_not:
+                logger.warning("TensorRT engines present but not usable (%s); using ONNX Runtime", why_not)
         if backend == "onnxruntime" and "onnxruntime" not in available_backends():
             raise InputError("onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu), "
                              "or use --backend tensorrt with engines built on this machine")
@@ -85,9 +93,24 @@ class JascoPipeline:
             raise InputError(f"{folder.folder} has no {precision} flow_step graph (has: {', '.join(have)}); re-export with "
                              f"`jasco-export --precision fp32,{precision}` or pick another --precision")
         kind = "tensorrt" if backend == "tensorrt" else "onnx"
-        engines = {n: open_engine(folder, folder.resolve(n, kind, precision), providers) for n in names}
-        manifest = folder
-        return cls(manifest, engines, backend)
+        engines: tp.Dict[str, tp.Any] = {}
+        try:
+            for n in names:
+                engines[n] = open_engine(folder, folder.resolve(n, kind, precision), providers)
+        except BaseException:
+            _close_all(engines)
+            raise
+        return cls(folder, engines, backend)
+
+    def close(self) -> None:
+        """Free the engines' device memory now (TensorRT buffers are not garbage-collected)."""
+        _close_all(self.engines)
+
+    def __enter__(self) -> "JascoPipeline":
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        self.close()
 
     # -- inputs -----------------------------------------------------------------------------------
     def _frames(self, chords: ChordsInput) -> tp.Optional[np.ndarray]:
@@ -120,11 +143,16 @@ class JascoPipeline:
             return audio_io.load_melody(melody, bins)
         return audio_io.as_salience(melody, bins)
 
+    def _max_batch(self, name: str) -> tp.Optional[int]:
+        """Rows per call of engine ``name``: its own profile (TensorRT engines may be built with
+        --max-batch), else the manifest's."""
+        return getattr(self.engines[name], "max_batch", None) or self.manifest.graphs[name].max_size("batch")
+
     # -- conditions -------------------------------------------------------------------------------
     def _run_chunked(self, name: str, inputs: tp.Dict[str, np.ndarray], output: str) -> np.ndarray:
         """Call engine ``name`` over row chunks no larger than its profile's max batch."""
         n = next(iter(inputs.values())).shape[0]
-        limit = self.manifest.graphs[name].max_size("batch") or n
+        limit = self._max_batch(name) or n
         parts = [self.engines[name](**{k: v[i:i + limit] for k, v in inputs.items()})[output]
                  for i in range(0, n, limit)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -183,7 +211,7 @@ class JascoPipeline:
         """v(t, z) for the solvers: one flow-step call over all rows, then the CFG combination."""
         n = len(terms)
         engine = self.engines["flow_step"]
-        limit = self.manifest.graphs["flow_step"].max_size("batch")
+        limit = self._max_batch("flow_step")
         rows = conditions.text.shape[0]
         bound = None
         if getattr(engine, "on_gpu", False) and (limit is None or rows <= limit):
@@ -201,6 +229,11 @@ class JascoPipeline:
                 v = self._run_chunked("flow_step", {"z": zz, "t": tt, "text": conditions.text, **conditions.temporal}, "v")
             return combine_vector_fields(v, list(terms))
 
+        def release() -> None:  # the generation's device copies of the conditions
+            for buf in (bound or {}).values():
+                getattr(buf, "free", lambda: None)()
+
+        field.release = release  # type: ignore[attr-defined]
         return field
 
     def generate(self, descriptions: tp.Sequence[tp.Optional[str]], chords: ChordsInput = None, drums: tp.Any = None,
@@ -249,6 +282,7 @@ class JascoPipeline:
             else:
                 res = SOLVERS[solver](field_fn, init_noise, req.steps, callback=callback)
         finally:
+            field_fn.release()  # type: ignore[attr-defined]
             if bar is not None:
                 bar.close()
         timings["flow"] = clock()

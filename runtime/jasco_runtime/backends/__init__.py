@@ -28,6 +28,20 @@ def available_backends() -> tp.List[str]:
     return [name for name, module in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")) if _importable(module)]
 
 
+def tensorrt_unavailable_reason() -> tp.Optional[str]:
+    """None when the TensorRT backend can run here (tensorrt 10.x and polygraphy>=0.53 import, a CUDA device
+    answers), else why not — ``auto`` uses TensorRT only then."""
+    from ..tensorrt.device import gpu_unavailable_reason
+    from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
+
+    try:
+        require_tensorrt()
+        require_polygraphy()
+    except TensorRTUnavailable as exc:
+        return str(exc)
+    return gpu_unavailable_reason()
+
+
 def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Optional[tp.Sequence[str]] = None,
                 threads: tp.Optional[int] = None) -> Engine:
     """Open artifact ``key`` of an export folder on its backend.  The runtime, the parity gate,
@@ -38,10 +52,11 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
 
         engine: Engine = TensorRTEngine(path, key.graph, folder.built_on)
     else:
-        from .onnxruntime_backend import OnnxRuntimeEngine
+        from .onnxruntime_backend import OnnxRuntimeEngine, tensorrt_ep_options
 
         try:
-            engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads)
+            engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads,
+                                       tensorrt_options=lambda: tensorrt_ep_options(folder, key))
         except InputError:
             raise
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...
@@ -65,4 +80,4 @@ def check_io(folder: "ExportFolder", key: "ArtifactKey", engine: Engine, path: t
                          f"{sorted(want_out)}) — re-run jasco-export or copy the folder again")
 
 
-__all__ = ["Engine", "open_engine", "check_io", "available_backends", "BACKENDS"]
+__all__ = ["Engine", "open_engine", "check_io", "available_backends", "tensorrt_unavailable_reason", "BACKENDS"]

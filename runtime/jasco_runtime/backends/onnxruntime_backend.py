@@ -1,6 +1,17 @@
-"""ONNX Runtime engine (CPU, CUDA or TensorRT execution providers)."""
+"""ONNX Runtime engine (CPU, CUDA or TensorRT execution providers).
+
+ONNX Runtime does not fail when a GPU provider cannot start (missing CUDA/cuDNN libraries, a driver too
+old): it logs "Failed to create CUDAExecutionProvider" and runs on the CPU.  So after creating the session
+the providers it really uses (``session.get_providers()``) are compared with the request: an explicit
+``cuda``/``tensorrt`` request that did not start is an error; ``auto`` warns and falls back.
+
+The TensorRT execution provider is configured from the manifest: fp16 for the mixed-fp16 graphs (layer norms
+kept fp32), the graph's optimisation profile, engine and timing caches under the export folder (so engines
+are not rebuilt per session or per shape), CUDA then CPU as fallbacks for nodes TensorRT does not take.
+"""
 from __future__ import annotations
 
+import logging
 import typing as tp
 from pathlib import Path
 
@@ -8,30 +19,46 @@ import numpy as np
 
 from ..errors import InputError
 
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from ..export_folder import ArtifactKey, ExportFolder
+
+logger = logging.getLogger(__name__)
+
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
+ORT_TRT_CACHE = "ort-trt-cache"
 
 
 def resolve_providers(providers: tp.Optional[tp.Sequence[str]]) -> tp.List[str]:
-    """Map short names (cpu/cuda/tensorrt) to ORT provider names; check they are available here."""
+    """Map short names (cpu/cuda/tensorrt) to ORT provider names and check they are in this build.
+    None/empty = auto: CUDA when this onnxruntime has it, then CPU.  TensorRT gets CUDA then CPU as fallbacks."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if not providers:
-        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    out = []
+        return [p for p in (CUDA, CPU) if p in available]
+    out: tp.List[str] = []
     for p in providers:
         full = PROVIDER_ALIASES.get(p.lower(), p)
         if full not in available:
             raise InputError(f"ONNX Runtime provider {p!r} is not available here (available: {available}); "
                              "install onnxruntime-gpu for cuda/tensorrt or use --provider cpu")
         out.append(full)
-    if "CPUExecutionProvider" not in out:
-        out.append("CPUExecutionProvider")
-    return out
+    fallbacks = [CUDA] if TENSORRT in out and CUDA in available else []
+    return out + [p for p in fallbacks + [CPU] if p not in out]
+
+
+def tensorrt_ep_options(folder: "ExportFolder", key: "ArtifactKey") -> tp.Dict[str, str]:
+    """TensorRT execution provider options for artifact ``key`` from the manifest."""
+    from ..tensorrt.profiles import ort_profile_options, profile_shapes
+
+    cache = folder.folder / ORT_TRT_CACHE
+    cache.mkdir(exist_ok=True)
+    fp16 = key.precision == "fp16"
+    return {"trt_fp16_enable": str(fp16), "trt_layer_norm_fp32_fallback": str(fp16),
+            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache),
+            **ort_profile_options(profile_shapes(folder.graphs[key.graph]))}
 
 
 class OnnxRuntimeEngine:
@@ -42,7 +69,8 @@ class OnnxRuntimeEngine:
     """
 
     def __init__(self, path: Path, name: str, providers: tp.Optional[tp.Sequence[str]] = None,
-                 threads: tp.Optional[int] = None):
+                 threads: tp.Optional[int] = None,
+                 tensorrt_options: tp.Optional[tp.Callable[[], tp.Dict[str, str]]] = None):
         import onnxruntime as ort
 
         if not Path(path).is_file():
@@ -53,11 +81,28 @@ class OnnxRuntimeEngine:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         self.name = name
-        self.providers = resolve_providers(providers)
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        requested = resolve_providers(providers)
+        with_options = [(p, tensorrt_options()) if p == TENSORRT and tensorrt_options else p for p in requested]
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=with_options)
+        self.providers = list(self.session.get_providers())
+        wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else requested[:1]
+        self._check_providers(wanted, explicit=bool(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
+        self.on_gpu = self.providers[0] != CPU
+
+    def _check_providers(self, wanted: tp.Sequence[str], explicit: bool) -> None:
+        """Every GPU provider asked for must be among those ONNX Runtime really started (its fallbacks —
+        CUDA behind TensorRT, CPU — need not be)."""
+        failed = [p for p in wanted if p != CPU and p not in self.providers]
+        if not failed:
+            return
+        what = (f"ONNX Runtime could not start {failed[0]} for {self.name} (it runs on {self.providers[0]}): "
+                "the CUDA/cuDNN libraries onnxruntime-gpu needs did not load "
+                "(`python -c \"import onnxruntime as o; o.preload_dlls(); print(o.get_available_providers())\"` shows why)")
+        if explicit:
+            raise InputError(f"{what}; fix the CUDA install or use --provider cpu")
+        logger.warning("%s; falling back to %s", what, self.providers[0])
 
     def __call__(self, **inputs: np.ndarray) -> tp.Dict[str, np.ndarray]:
         missing = set(self.input_names) - set(inputs)
@@ -66,6 +111,10 @@ class OnnxRuntimeEngine:
         feeds = {k: np.ascontiguousarray(inputs[k]) for k in self.input_names}
         outs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs))
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees its memory with it)."""
+        self.session = None
 
     # -- device-resident path (CUDA) -------------------------------------------------------------
     def to_device(self, array: np.ndarray):

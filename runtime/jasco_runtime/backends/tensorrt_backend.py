@@ -1,22 +1,27 @@
-"""TensorRT engine through the ``tensorrt`` runtime and polygraphy's CUDA helpers (no torch).
+"""TensorRT engine through the ``tensorrt`` 10 runtime and polygraphy's CUDA wrappers (no torch).
 
-Written against the TensorRT 10 API (named I/O tensors, ``execute_async_v3``). Engines are not
-portable: a plan built for another GPU or TensorRT version is refused with a "rebuild with
-jasco-export" message, from the manifest's record before deserialising and from TensorRT itself after.
+Memory: every I/O tensor gets one device buffer, allocated when the engine opens at the optimisation
+profile's max shape and reused (resized in place, never reallocated) for smaller shapes.  polygraphy's
+``DeviceArray`` and ``Stream`` have no destructor, so :meth:`TensorRTEngine.close` (or ``with``) frees them,
+and every :meth:`to_device` tensor is freed by its owner (``DeviceTensor.free``) or at ``close``.
 
-Like the ONNX Runtime CUDA path, ``to_device`` / ``run_bound`` let the ODE loop keep the condition
-tensors on the GPU for a whole solve; only z and v cross host memory per evaluation.
+Checks TensorRT leaves to the caller: each input's dtype against ``get_tensor_dtype`` (TensorRT reads raw
+bytes), ``set_input_shape``'s result (False outside the profile), ``set_tensor_address``'s result, output
+shapes with no -1 left, and ``execute_async_v3``'s result.  Engines are not portable: a plan built for
+another GPU or TensorRT version is refused from the manifest's record and from TensorRT itself.
 """
 from __future__ import annotations
 
+import logging
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, JascoError
 
-REBUILD = "rebuild the engines on this machine with `jasco-export --model ... --backend trt`"
+logger = logging.getLogger(__name__)
+REBUILD = "rebuild them on this machine with `jasco-run build-engines ENGINES_DIR`"
 
 
 def check_engine_device(expected: tp.Optional[tp.Mapping[str, tp.Any]], trt_version: str,
@@ -33,14 +38,53 @@ def check_engine_device(expected: tp.Optional[tp.Mapping[str, tp.Any]], trt_vers
                          f"this GPU is {gpu_name} (sm {compute_capability}); {REBUILD}")
 
 
-class _DeviceOutput:
-    """An output left on the device by ``run_bound``; ``numpy()`` copies it to the host."""
+def _current_gpu() -> tp.Tuple[tp.Optional[str], tp.Optional[str]]:
+    """(name, compute capability) of device 0; (None, None) with a warning saying why when it cannot be read."""
+    from ..tensorrt.device import current_device
 
-    def __init__(self, buffer: tp.Any, stream: tp.Any):
-        self.buffer, self.stream = buffer, stream
+    try:
+        dev = current_device()
+    except JascoError as exc:
+        logger.warning("cannot read the GPU's compute capability (%s); the engines' \"built for this GPU\" check is "
+                       "skipped, TensorRT's own plan check still applies", exc)
+        return None, None
+    return dev.name, dev.compute_capability
+
+
+class DeviceTensor:
+    """A host array copied to the device once (e.g. a generation's conditions) and bound without copying
+    again.  Free it when done (:meth:`free`); the engine frees any left at ``close``."""
+
+    def __init__(self, owner: "TensorRTEngine", array: np.ndarray):
+        from polygraphy.datatype import DataType
+
+        arr = np.ascontiguousarray(array)
+        self.owner, self.shape, self.dtype = owner, tuple(arr.shape), arr.dtype
+        self.buffer = owner._cuda.DeviceArray(shape=self.shape, dtype=DataType.from_dtype(arr.dtype))
+        self.buffer.copy_from(arr, stream=owner.stream)
+
+    @property
+    def ptr(self) -> int:
+        if self.buffer is None:
+            raise RuntimeError("this device tensor was freed")
+        return int(self.buffer.ptr)
+
+    def free(self) -> None:
+        if self.buffer is not None:
+            self.buffer.free()
+            self.buffer = None
+            self.owner._tensors.discard(self)
+
+
+class _DeviceOutput:
+    """An output left on the device by ``run_bound``; ``numpy()`` copies it to the host.  Valid until the
+    engine's next call (the output buffers are reused)."""
+
+    def __init__(self, buffer: tp.Any, shape: tp.Tuple[int, ...], dtype: np.dtype, stream: tp.Any):
+        self.buffer, self.shape, self.dtype, self.stream = buffer, shape, dtype, stream
 
     def numpy(self) -> np.ndarray:
-        out = self.buffer.copy_to(np.empty(self.buffer.shape, dtype=self.buffer.dtype), stream=self.stream)
+        out = self.buffer.copy_to(np.empty(self.shape, dtype=self.dtype), stream=self.stream)
         self.stream.synchronize()
         return out
 
@@ -49,92 +93,142 @@ class TensorRTEngine:
     on_gpu = True
 
     def __init__(self, path: Path, name: str, expected_device: tp.Optional[tp.Mapping[str, tp.Any]] = None):
+        from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
+
         try:
-            import tensorrt as trt
-            from polygraphy import cuda
-        except ImportError as exc:
-            raise InputError(f"TensorRT backend needs the `tensorrt` and `polygraphy` packages ({exc}); "
-                             "install them (JetPack ships tensorrt) or use --backend onnxruntime") from exc
+            trt = require_tensorrt()
+            require_polygraphy()
+        except TensorRTUnavailable as exc:
+            raise InputError(f"the TensorRT backend is not usable here: {exc} (or use --backend onnxruntime)") from None
+        from polygraphy import cuda
+        from polygraphy.backend.trt import util as trt_util
+
         if not Path(path).is_file():
             raise InputError(f"TensorRT engine {path} is missing; {REBUILD}")
         self.name = name
         self._trt, self._cuda = trt, cuda
+        self._buffers: tp.Dict[str, tp.Any] = {}
+        self._tensors: tp.Set[DeviceTensor] = set()
+        self.stream = None
         check_engine_device(expected_device, str(trt.__version__), *_current_gpu())
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        # one TensorRT logger per process (TensorRT keeps the first one it is given): polygraphy's, which
+        # the builder's loaders use too
+        runtime = trt.Runtime(trt_util.get_trt_logger())
         engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if engine is None:
             raise InputError(f"{path} does not load with TensorRT {trt.__version__} on this GPU (built for another "
                              f"GPU or TensorRT version?); {REBUILD}")
-        self.engine = engine
+        self.engine, self._runtime = engine, runtime
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.stream = cuda.Stream()
-        self._buffers: tp.Dict[str, tp.Any] = {}
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.profile = {n: tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(n, 0))
+                        for n in self.input_names}
+        try:
+            self.stream = cuda.Stream()
+            self._allocate()
+        except BaseException:
+            self.close()
+            raise
 
-    def _buffer(self, name: str, shape: tp.Tuple[int, ...], dtype: np.dtype):
-        buf = self._buffers.get(name)
-        if buf is None or buf.dtype != dtype:
-            buf = self._cuda.DeviceArray(shape=shape, dtype=dtype)
-            self._buffers[name] = buf
-        else:
-            buf.resize(shape)
-        return buf
+    # -- memory -------------------------------------------------------------------------------------
+    def _allocate(self) -> None:
+        """One buffer per I/O tensor at the profile's max shape (outputs: their shape at max inputs)."""
+        from polygraphy.datatype import DataType
 
-    def to_device(self, array: np.ndarray):
-        """A device copy of ``array`` that ``run_bound`` binds without copying again."""
-        arr = np.ascontiguousarray(array)
-        buf = self._cuda.DeviceArray(shape=arr.shape, dtype=arr.dtype)
-        buf.copy_from(arr, stream=self.stream)
-        return buf
+        for name in self.input_names:
+            self._set_shape(name, self.profile[name][2])
+        shapes = {n: self.profile[n][2] for n in self.input_names}
+        shapes.update({n: self._output_shape(n) for n in self.output_names})
+        for name, shape in shapes.items():
+            self._buffers[name] = self._cuda.DeviceArray(shape=shape, dtype=DataType.from_dtype(self.dtypes[name]))
 
-    def _execute(self, inputs: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
+    @property
+    def max_batch(self) -> int:
+        """Rows per call this engine takes (axis 0 of its first input's profile)."""
+        return int(self.profile[self.input_names[0]][2][0])
+
+    def close(self) -> None:
+        """Free every device buffer and the stream (idempotent)."""
+        for t in list(self._tensors):
+            t.free()
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers.clear()
+        if self.stream is not None:
+            self.stream.free()
+            self.stream = None
+
+    def __enter__(self) -> "TensorRTEngine":
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        self.close()
+
+    def to_device(self, array: np.ndarray) -> DeviceTensor:
+        """A device copy of ``array`` that ``run_bound`` binds without copying again (free it when done)."""
+        t = DeviceTensor(self, array)
+        self._tensors.add(t)
+        return t
+
+    # -- execution ----------------------------------------------------------------------------------
+    def _set_shape(self, name: str, shape: tp.Tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(name, tuple(int(d) for d in shape)):
+            mn, _, mx = self.profile[name]
+            raise InputError(f"{self.name}: input {name} of shape {list(shape)} is outside the engine's optimisation "
+                             f"profile (min {list(mn)}, max {list(mx)}); rebuild with `jasco-run build-engines "
+                             "--max-batch N` for larger batches")
+
+    def _output_shape(self, name: str) -> tp.Tuple[int, ...]:
+        shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            missing = self.context.infer_shapes()
+            raise RuntimeError(f"{self.name}: TensorRT cannot size output {name} ({list(shape)}); unspecified: {missing}")
+        return shape
+
+    def _bind(self, name: str, ptr: int) -> None:
+        if not self.context.set_tensor_address(name, int(ptr)):
+            raise RuntimeError(f"{self.name}: TensorRT refused the device address of {name}")
+
+    def _execute(self, inputs: tp.Mapping[str, tp.Any]) -> tp.Dict[str, _DeviceOutput]:
+        if self.stream is None:
+            raise RuntimeError(f"{self.name}: the engine was closed")
         missing = set(self.input_names) - set(inputs)
         if missing:
             raise ValueError(f"{self.name}: missing inputs {sorted(missing)}")
         for name in self.input_names:
-            value = inputs[name]
-            if isinstance(value, np.ndarray):
-                arr = np.ascontiguousarray(value)
-                buf = self._buffer(name, arr.shape, arr.dtype)
-                buf.copy_from(arr, stream=self.stream)
-            else:  # already on the device (to_device)
-                buf = value
-            self.context.set_input_shape(name, tuple(buf.shape))
-            self.context.set_tensor_address(name, buf.ptr)
+            value, want = inputs[name], self.dtypes[name]
+            if isinstance(value, DeviceTensor):
+                if value.owner is not self or value.buffer is None:
+                    raise ValueError(f"{self.name}: input {name} is a device tensor of another engine or already freed")
+                shape, dtype = value.shape, value.dtype
+            else:
+                value = np.ascontiguousarray(value)
+                shape, dtype = tuple(value.shape), value.dtype
+            if dtype != want:
+                raise ValueError(f"{self.name}: input {name} is {dtype}, the engine expects {want}")
+            self._set_shape(name, shape)
+            if isinstance(value, DeviceTensor):
+                self._bind(name, value.ptr)
+            else:
+                buf = self._buffers[name].resize(shape)  # within the allocation: no reallocation
+                buf.copy_from(value, stream=self.stream)
+                self._bind(name, buf.ptr)
         outs = {}
         for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            buf = self._buffer(name, shape, np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))))
-            self.context.set_tensor_address(name, buf.ptr)
-            outs[name] = buf
+            shape = self._output_shape(name)
+            buf = self._buffers[name].resize(shape)
+            self._bind(name, buf.ptr)
+            outs[name] = _DeviceOutput(buf, shape, self.dtypes[name], self.stream)
         if not self.context.execute_async_v3(self.stream.ptr):
-            raise RuntimeError(f"TensorRT execution of {self.name} failed")
+            raise RuntimeError(f"TensorRT execution of {self.name} failed (see the TensorRT error above)")
         return outs
 
     def __call__(self, **inputs: np.ndarray) -> tp.Dict[str, np.ndarray]:
-        return {n: out.numpy() for n, out in self.run_bound(inputs).items()}
+        return {n: out.numpy() for n, out in self._execute(inputs).items()}
 
     def run_bound(self, inputs: tp.Mapping[str, tp.Any]) -> tp.Dict[str, _DeviceOutput]:
-        """Inputs may be numpy arrays or ``to_device`` buffers; outputs stay on the device."""
-        return {n: _DeviceOutput(b, self.stream) for n, b in self._execute(inputs).items()}
-
-
-def _current_gpu() -> tp.Tuple[tp.Optional[str], tp.Optional[str]]:
-    """(name, compute capability) of device 0 through cuda-python when installed, else (None, None)."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError:
-            return None, None
-    try:
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if int(err) != 0:
-            return None, None
-        name = prop.name.split(b"\0", 1)[0].decode() if isinstance(prop.name, (bytes, bytearray)) else str(prop.name)
-        return name.strip(), f"{prop.major}.{prop.minor}"
-    except Exception:
-        return None, None
+        """Inputs may be numpy arrays or :meth:`to_device` tensors; outputs stay on the device."""
+        return self._execute(inputs)

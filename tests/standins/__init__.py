@@ -1,0 +1,1 @@
+"""Strict stand-ins for libraries that cannot run on the CI machines (TensorRT, CUDA)."""
