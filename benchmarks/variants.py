@@ -39,6 +39,7 @@ COMPONENTS = ("text_encoder", "drums_encoder", "flow_step", "decoder", "end_to_e
 GRAPH_OF = {"text_encoder": "text_encoder", "drums_encoder": "drums_encoder", "flow_step": "flow_step",
             "decoder": "encodec_decoder"}
 CPU_BASELINE = "torch:fp32"
+GPU_BASELINE = "torch-cuda:fp16"
 TIMING_RULES = (
     "Every backend is timed alike: a component call starts with its inputs already in the memory the backend "
     "computes in (host memory on the CPU; on a GPU, torch tensors, ONNX Runtime OrtValues bound through IOBinding "
@@ -47,7 +48,6 @@ TIMING_RULES = (
     "device-to-host copies and the synchronisation they imply are inside the clock for every GPU backend. "
     "Runtime engines run the rows in chunks of at most their profile's max batch, as the pipeline does; "
     "PyTorch runs all rows at once. End to end is one whole generation, wall clock, host in and host out.")
-GPU_BASELINE = "torch-cuda:fp16"
 
 SUPPORTED = {
     "torch": {"fp32": "PyTorch eager fp32 (CPU)", "bf16": "PyTorch eager, bf16 autocast (CPU)"},

@@ -149,7 +149,7 @@ def test_smoke_flop_count_equals_torch_flop_counter(smoke, tiny_cd):
 def test_smoke_errors_fp32_exact_int8_within_its_gate(smoke):
     """fp32 ONNX computes what PyTorch computes; int8 differs (so it really ran int8) within the parity gate's
     documented limits: one evaluation ≤ INT8_REL_L2, the solve's latents ≤ INT8_E2E_REL_L2."""
-    from jasco_export.parity.gate import INT8_E2E_REL_L2, INT8_REL_L2
+    from jasco_runtime.verify import INT8_E2E_REL_L2, INT8_REL_L2
 
     _, _, res, _ = smoke
     v = res["variants"]
@@ -350,7 +350,11 @@ class FakeWorkload:
 @pytest.fixture
 def fake_runtime(tmp_path, monkeypatch):
     """``runtime_variant`` on a fake export folder, engines from ``open_engine`` replaced by FakeEngine."""
+    import importlib
+
     import jasco_runtime.backends as backends
+
+    importlib.import_module("jasco_runtime.pipeline")  # first, so the pipeline's own `open_engine` stays the real one
 
     opened: tp.Dict[tp.Tuple[str, str], FakeEngine] = {}
 
