@@ -1,22 +1,147 @@
-"""Peak memory of one variant serving the measured components, in a process of its own.
+"""Memory: the timing process's RSS / GPU probe, and each variant's peak in a process of its own.
 
 The timing run keeps every variant and the PyTorch reference in one process, so its RSS says little
 about a single backend. ``isolated_memory`` starts ``python -m benchmarks.memory SPEC`` per variant:
 the child builds only that variant (runtime variants import numpy + onnxruntime/TensorRT, never torch,
 as deployed), runs every measured component once on the saved inputs, and reports its peak RSS
 (VmHWM) and, on GPUs, torch's peak allocation or the device's used memory (NVML).
+
+NVML numbers its devices in PCI bus order and ignores ``CUDA_VISIBLE_DEVICES``; CUDA's device 0 in this
+process is the first device that variable lists (an index in CUDA's order, or a ``GPU-`` UUID or its
+prefix). :func:`nvml_index` maps it by UUID: the CUDA runtime's own UUID of device 0 when torch has it,
+else the variable's entry (an index agrees with NVML's only under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or on
+identical GPUs; a MIG instance is not mapped and the GPU probe is off).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import typing as tp
 from pathlib import Path
 
 import numpy as np
+
+
+# -- which GPU NVML should watch ----------------------------------------------------------------------------
+def nvml_index(visible: tp.Optional[str], uuids: tp.Sequence[str], cuda_uuid: tp.Optional[str] = None) -> tp.Optional[int]:
+    """NVML index of this process's CUDA device 0, or None when it cannot be told (or no GPU is visible).
+
+    ``visible``: ``CUDA_VISIBLE_DEVICES`` (None when unset); ``uuids``: ``nvmlDeviceGetUUID`` of every NVML
+    device in NVML order; ``cuda_uuid``: the CUDA runtime's UUID of device 0 when known (exact).
+    """
+    uuids = [u.decode() if isinstance(u, bytes) else str(u) for u in uuids]
+    if cuda_uuid:
+        want = cuda_uuid if cuda_uuid.startswith(("GPU-", "MIG-")) else f"GPU-{cuda_uuid}"
+        return uuids.index(want) if want in uuids else None
+    if visible is None:
+        return 0 if uuids else None
+    first = visible.split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        hits = [i for i, u in enumerate(uuids) if u.startswith(first)]
+        return hits[0] if len(hits) == 1 else None
+    try:
+        index = int(first)
+    except ValueError:  # "" (no device visible) or garbage, which CUDA also treats as no device
+        return None
+    return index if 0 <= index < len(uuids) else None
+
+
+def cuda_device_uuid() -> tp.Optional[str]:
+    """The CUDA runtime's UUID of device 0, through torch when this process already imported it."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return str(torch.cuda.get_device_properties(0).uuid)
+    except Exception:  # pragma: no cover - old torch without .uuid
+        pass
+    return None
+
+
+def nvml_handle(cuda_uuid: tp.Optional[str] = None) -> tp.Any:
+    """NVML handle of the GPU this process computes on (see :func:`nvml_index`), or None."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        uuids = [pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+                 for i in range(pynvml.nvmlDeviceGetCount())]
+        index = nvml_index(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, cuda_uuid or cuda_device_uuid())
+        return None if index is None else pynvml.nvmlDeviceGetHandleByIndex(index)
+    except Exception:  # no pynvml, no driver: no GPU numbers
+        return None
+
+
+def gpu_used_bytes(handle: tp.Any) -> tp.Optional[int]:
+    if handle is None:
+        return None
+    import pynvml
+
+    return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+
+
+# -- the timing process ---------------------------------------------------------------------------------------
+class MemoryProbe:
+    """Samples this process's RSS (and the GPU's used memory through NVML when present) in a thread.
+
+    ``with probe.track(key):`` attributes the samples taken meanwhile to ``key``; ``rss_peak[key]`` is the
+    highest RSS seen while ``key`` ran (the whole process: every backend shares it).
+    """
+
+    def __init__(self, interval: float = 0.01):
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self.interval = interval
+        self._key: tp.Optional[str] = None
+        self.rss_peak: tp.Dict[str, int] = {}
+        self.gpu_peak: tp.Dict[str, int] = {}
+        self.process_peak = 0
+        self._stop = threading.Event()
+        self._nvml = nvml_handle()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def rss(self) -> int:
+        return int(self._proc.memory_info().rss)
+
+    def _sample(self) -> None:
+        rss = self.rss()
+        self.process_peak = max(self.process_peak, rss)
+        key = self._key
+        if key is not None:
+            self.rss_peak[key] = max(self.rss_peak.get(key, 0), rss)
+            gpu = gpu_used_bytes(self._nvml)
+            if gpu is not None:
+                self.gpu_peak[key] = max(self.gpu_peak.get(key, 0), gpu)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._sample()
+            except Exception:  # pragma: no cover - a probe must never break a benchmark
+                pass
+
+    @contextlib.contextmanager
+    def track(self, key: str):
+        prev, self._key = self._key, key
+        try:
+            self._sample()
+            yield
+            self._sample()
+        finally:
+            self._key = prev
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+# -- one process per variant -------------------------------------------------------------------------------
 
 
 class _SavedWorkload:
@@ -57,18 +182,13 @@ def _maxrss_mb() -> float:
 
 
 def child(spec: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
-    from .measure import _nvml_handle
     from .variants import runtime_variant, torch_variant
 
     comps = [c for c in spec["components"] if c != "end_to_end"]
     wl = _SavedWorkload(Path(spec["inputs"]), spec["solver"], spec["steps"])
     out: tp.Dict[str, tp.Any] = {"rss_after_imports_mb": _maxrss_mb()}
-    nvml = _nvml_handle()
-    gpu0 = None
-    if nvml is not None:
-        import pynvml
-
-        gpu0 = pynvml.nvmlDeviceGetMemoryInfo(nvml).used
+    nvml = nvml_handle(spec.get("gpu_uuid"))
+    gpu0 = gpu_used_bytes(nvml)
     if spec["backend"].startswith("torch"):
         import torch
 
@@ -89,9 +209,7 @@ def child(spec: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
         if torch.cuda.is_available():
             out["torch_cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     if nvml is not None:
-        import pynvml
-
-        out["gpu_used_delta_mb"] = (pynvml.nvmlDeviceGetMemoryInfo(nvml).used - gpu0) / 2 ** 20
+        out["gpu_used_delta_mb"] = (gpu_used_bytes(nvml) - gpu0) / 2 ** 20
     return out
 
 

@@ -11,7 +11,6 @@ graph the run needs (delete the folder, or pass ``--fresh``, after changing the 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -85,16 +84,22 @@ def resolve_model(arg: str, cache: Path = DEFAULT_CACHE) -> ModelRef:
 
 def ensure_export(model: ModelRef, graphs: tp.Sequence[str], precisions: tp.Sequence[str], cache: Path = DEFAULT_CACHE,
                   backend: str = "onnx", fresh: bool = False, parity: bool = False) -> Path:
-    """An export folder of ``model`` holding at least ``graphs`` in ``precisions`` (reused when cached)."""
+    """An export folder of ``model`` holding at least ``graphs`` in ``precisions`` (fp32 always; fp16, int8 as
+    the exporter builds them), reused when cached. The folder is read through its ``ExportFolder``; a cached
+    folder that does not open (damaged, older schema) is exported again."""
     from jasco_export.exporter import ExportOptions, run_export
+    from jasco_runtime.errors import InputError
+    from jasco_runtime.export_folder import ExportFolder
 
-    precs = tuple(p for p in ("fp32", "fp16") if p in precisions) or ("fp32",)
+    precs = ("fp32",) + tuple(p for p in ("fp16", "int8") if p in precisions)
     folder = Path(cache) / "exports" / model.slug / ("+".join(precs) + ("-trt" if backend != "onnx" else ""))
     have: tp.Set[str] = set()
-    mf = folder / "manifest.json"
-    if mf.is_file() and not fresh:
-        have = set(json.loads(mf.read_text()).get("graphs", {}))
-        if set(graphs) <= have:
+    if (folder / "manifest.json").is_file() and not fresh:
+        try:
+            have = set(ExportFolder.open(folder).graphs)
+        except InputError as exc:
+            logger.info("re-exporting the cached %s: %s", folder, exc)
+        if have and set(graphs) <= have:
             return folder
     want = sorted(set(graphs) | have)
     logger.info("exporting %s (%s; %s) to %s", model.load_id, ", ".join(want), "+".join(precs), folder)

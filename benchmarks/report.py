@@ -1,8 +1,85 @@
-"""Results → markdown tables and a latency plot (matplotlib, Agg)."""
+"""Step 5 of a benchmark run: the report. The results document (``results.json``, schema
+:data:`SCHEMA`), its markdown tables and a latency plot (matplotlib, Agg), written atomically."""
 from __future__ import annotations
 
+import datetime as _dt
+import io
+import json
+import os
+import time
 import typing as tp
 from pathlib import Path
+
+from jasco_runtime.files import atomic_write_bytes, atomic_write_text
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from .measure import Measurements
+    from .plan import Plan
+    from .prepare import Prepared
+
+SCHEMA = "jasco-trt-bench/2"
+RTF_DEFINITION = ("wall seconds / seconds of audio produced (batch × duration); < 1 is faster than real time; "
+                  "rtf_flow counts only the solver's flow-step evaluations")
+FLOPS_CONVENTION = "2 FLOPs per multiply-accumulate of every matrix product; element-wise ops excluded"
+MEMORY_NOTE = ("rss_peak_mb: peak RSS (VmHWM) of a process that builds only this variant and runs each measured "
+               "component once (--memory isolated; runtime variants never import torch); shared_process_rss_peak_mb: "
+               "RSS of the timing process, which holds every variant and the PyTorch reference")
+
+
+def document(plan: "Plan", prep: "Prepared", m: "Measurements", assessed: tp.Dict[str, tp.Any],
+             started: float) -> tp.Dict[str, tp.Any]:
+    """The results document: what ran where, the measurements and what they mean."""
+    from .assess import targets
+    from .variants import TIMING_RULES
+    from .workload import CFG
+
+    wl, jasco = prep.workload, prep.reference
+    tc = jasco.cfg.transformer
+    machine = {**prep.machine, "loadavg_end": list(os.getloadavg())}
+    return {
+        "schema": SCHEMA,
+        "command": plan.command,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "config": {"model": plan.model, "load_id": prep.model.load_id, "preset": prep.model.preset,
+                   "batches": list(plan.batches), "cfg": plan.cfg, "cfg_coefs": list(CFG[plan.cfg]),
+                   "cfg_terms": len(wl.terms), "terms": [f"{t.kind}={t.weight:g}" for t in wl.terms],
+                   "solver": plan.solver, "steps": plan.steps, "nfe_per_generation": wl.nfe(),
+                   "repeats": plan.repeats, "warmup": plan.warmup, "e2e_repeats": plan.e2e_repeats,
+                   "components": prep.components, "threads": plan.threads, "interleaved": True,
+                   "dims": {"dim": tc.dim, "layers": tc.num_layers, "heads": tc.num_heads, "ffn": tc.dim_feedforward,
+                            "frames": jasco.n_frames, "audio_seconds": wl.duration},
+                   "rtf_definition": RTF_DEFINITION},
+        "timing_rules": TIMING_RULES,
+        "peaks": prep.peaks,
+        "flops": assessed["flops"],
+        "flops_convention": FLOPS_CONVENTION,
+        "variants": assessed["variants"],
+        "skipped": prep.skipped,
+        "setup_seconds": prep.setup_seconds,
+        "memory_note": MEMORY_NOTE,
+        "targets": targets(assessed["variants"], plan.solver, plan.steps),
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def header(results: tp.Dict[str, tp.Any]) -> str:
+    m = results["machine"]
+    return (f"# JASCO benchmark — {results['config']['model']}\n\n"
+            f"- date: {results['date']}\n- machine: {m['cpu'].get('model_name')} ({m['cpu'].get('physical_cores')} "
+            f"cores, {m['threads']} threads){' + ' + m['gpu'] if m.get('gpu') else ''}; load average at start "
+            f"{m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}\n"
+            f"- command: `{results['command']}`\n\n")
+
+
+def write(results: tp.Dict[str, tp.Any], out: Path) -> tp.Dict[str, Path]:
+    """``results.json``, ``results.md`` and ``latency.png`` in ``out``, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "latency.png"}
+    atomic_write_text(paths["json"], json.dumps(results, indent=2, default=float) + "\n")
+    atomic_write_text(paths["markdown"], header(results) + markdown(results))
+    atomic_write_bytes(paths["plot"], plot(results))
+    return paths
 
 COMPONENT_TITLES = {"text_encoder": "text enc", "drums_encoder": "drums enc", "flow_step": "flow step",
                     "decoder": "decoder", "end_to_end": "end to end"}
@@ -105,6 +182,8 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
         cells.append(_fmt_mb(art["bytes"] / 2 ** 20) if art.get("bytes") else "-")
         rows.append("| " + " | ".join(cells) + " |")
     out += ["Summary:", "", *rows]
+    if results.get("timing_rules"):
+        out += ["", f"Timing rules: {results['timing_rules']}"]
     if results.get("targets"):
         out += ["", "Targets:", ""]
         for t in results["targets"]:
@@ -113,8 +192,8 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(results: tp.Dict[str, tp.Any], path: Path) -> Path:
-    """Grouped bars: median latency per measurement (log scale) and variant, p10–p90 whiskers."""
+def plot(results: tp.Dict[str, tp.Any]) -> bytes:
+    """PNG bytes of grouped bars: median latency per measurement (log scale) and variant, p10–p90 whiskers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +225,7 @@ def plot(results: tp.Dict[str, tp.Any], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    return path
+    return buf.getvalue()

@@ -11,14 +11,16 @@ torch-compile     ``torch.compile`` of the flow step (GPU if present, else CPU);
 ort-cpu           the torch-free runtime's ONNX Runtime engines on the CPU: fp32 (as exported), fp32-fused
                   (flow step with fused attention, :mod:`jasco_export.graphs.fusion`), fp16 (mixed graph), int8
                   (fused flow step with int8 dynamic-quantised linears, :mod:`jasco_export.graphs.quantize`)
-ort-cuda          ONNX Runtime CUDA EP with IOBinding (inputs resident on the device): fp32, fp32-fused, fp16
+ort-cuda          ONNX Runtime CUDA EP with IOBinding: fp32, fp32-fused, fp16
 trt               TensorRT fp16 engines (``jasco-export --backend trt``) through the runtime's engine
 ================  =========================================================================================
 
-Every variant exposes ``call[component]`` (a no-argument closure over pre-placed inputs, returning the
-output), ``flow(inputs)`` (numpy in/out, for the latent-quality solve) and ``e2e[key]()`` (one full
-generation). Runtime variants run through ``jasco_runtime`` exactly as deployed (same engines,
-``JascoPipeline``); torch variants through the reference modules the graphs were exported from.
+Every variant exposes ``call[key]`` (a no-argument closure over pre-placed inputs, returning the outputs
+in host memory), ``flow(inputs)`` (numpy in/out, for the latent-quality solve) and ``e2e[key]()`` (one
+full generation). Runtime variants run through ``jasco_runtime`` exactly as deployed (engines opened by
+``open_engine``, rows chunked to the engine profile's max batch with the pipeline's ``row_chunks``,
+``JascoPipeline`` end to end); torch variants through the reference modules the graphs were exported
+from. Every backend follows the same timing rules (:data:`TIMING_RULES`).
 """
 from __future__ import annotations
 
@@ -38,6 +40,14 @@ GRAPH_OF = {"text_encoder": "text_encoder", "drums_encoder": "drums_encoder", "f
             "decoder": "encodec_decoder"}
 CPU_BASELINE = "torch:fp32"
 GPU_BASELINE = "torch-cuda:fp16"
+TIMING_RULES = (
+    "Every backend is timed alike: a component call starts with its inputs already in the memory the backend "
+    "computes in (host memory on the CPU; on a GPU, torch tensors, ONNX Runtime OrtValues bound through IOBinding "
+    "and TensorRT device buffers, all placed before the clock starts, as the pipeline keeps the conditions "
+    "resident for a whole solve) and stops when every output is a numpy array in host memory, so the "
+    "device-to-host copies and the synchronisation they imply are inside the clock for every GPU backend. "
+    "Runtime engines run the rows in chunks of at most their profile's max batch, as the pipeline does; "
+    "PyTorch runs all rows at once. End to end is one whole generation, wall clock, host in and host out.")
 
 SUPPORTED = {
     "torch": {"fp32": "PyTorch eager fp32 (CPU)", "bf16": "PyTorch eager, bf16 autocast (CPU)"},
@@ -104,7 +114,6 @@ class Variant:
     call: tp.Dict[str, tp.Callable[[], tp.Any]] = field(default_factory=dict)
     artifacts: tp.Dict[str, tp.Dict[str, tp.Any]] = field(default_factory=dict)
     notes: tp.List[str] = field(default_factory=list)
-    cuda_events: bool = False
     flow: tp.Optional[tp.Callable[[tp.Dict[str, np.ndarray]], np.ndarray]] = None
     e2e: tp.Dict[str, tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]] = field(default_factory=dict)
     e2e_skip: tp.Optional[str] = None
@@ -115,16 +124,28 @@ class Variant:
         return f"{self.backend}:{self.precision}"
 
 
+def to_host(x: tp.Any) -> tp.Any:
+    """Every output of a call as numpy in host memory (torch tensors, OrtValues, TensorRT device outputs;
+    tuples and dicts element-wise): the copy that ends each timed call."""
+    if isinstance(x, dict):
+        return {k: to_host(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return tuple(to_host(v) for v in x)
+    if hasattr(x, "detach"):
+        x = x.detach()
+        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).cpu().numpy()  # numpy has no bf16
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        return x.numpy()
+    return np.asarray(x)
+
+
 def to_numpy(x: tp.Any) -> np.ndarray:
-    """Output of any backend → float32 numpy (torch tensors, OrtValues, arrays; first of tuples)."""
+    """The principal output of a call (first of tuples / dicts) as float32 numpy, for comparisons."""
+    x = to_host(x)
     if isinstance(x, dict):
         x = next(iter(x.values()))
-    if isinstance(x, (tuple, list)):
+    if isinstance(x, tuple):
         x = x[0]
-    if hasattr(x, "detach"):
-        return x.detach().float().cpu().numpy()
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-        return np.asarray(x.numpy(), dtype=np.float32)
     return np.asarray(x, dtype=np.float32)
 
 
@@ -167,17 +188,17 @@ def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any,
 
     compile_ = backend == "torch-compile"
     device = "cuda" if backend == "torch-cuda" or (compile_ and cuda_available()) else "cpu"
-    v = Variant(backend, precision, device, SUPPORTED[backend][precision], cuda_events=device == "cuda")
+    v = Variant(backend, precision, device, SUPPORTED[backend][precision])
     ref = jasco_on(jasco, device)
     graphs = declare_graphs(ref)
     v._keep.append(ref)
 
     def bind(module: tp.Any, inputs: tp.Dict[str, np.ndarray], order: tp.Sequence[str]) -> tp.Callable[[], tp.Any]:
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(device) for k in order]
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(device) for k in order]  # before the clock
 
         def run() -> tp.Any:
             with torch.no_grad(), _autocast(device, precision):
-                return module(*args)
+                return to_host(module(*args))
         return run
 
     modules = {c: graphs[g].module.eval() for c, g in GRAPH_OF.items() if g in graphs}
@@ -223,52 +244,71 @@ def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any,
 
 
 # -- runtime (ONNX Runtime, TensorRT) -------------------------------------------------------------------
+def _concat_rows(parts: tp.Sequence[tp.Dict[str, np.ndarray]]) -> tp.Dict[str, np.ndarray]:
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def call_chunked(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray], limit: tp.Optional[int]) -> tp.Dict[str, np.ndarray]:
+    """``engine`` on host inputs over row chunks of at most ``limit`` rows (the pipeline's chunking)."""
+    from jasco_runtime.pipeline import row_chunks
+
+    feeds = {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}
+    return _concat_rows([engine(**chunk) for chunk in row_chunks(feeds, limit)])
+
+
+def bind_engine(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray], limit: tp.Optional[int],
+                on_gpu: bool) -> tp.Callable[[], tp.Dict[str, np.ndarray]]:
+    """A timed closure under :data:`TIMING_RULES`: the inputs are split into row chunks of at most
+    ``limit`` (the profile's max batch) and, on a GPU, placed on the device here, before any clock; each
+    call runs every chunk (``run_bound`` on a GPU) and returns all outputs in host memory."""
+    from jasco_runtime.pipeline import row_chunks
+
+    chunks = row_chunks({k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}, limit)
+    if not on_gpu:
+        return lambda: _concat_rows([engine(**chunk) for chunk in chunks])
+    placed = [{k: engine.to_device(a) for k, a in chunk.items()} for chunk in chunks]
+    return lambda: _concat_rows([to_host(engine.run_bound(chunk)) for chunk in placed])
+
+
 def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp.Any, components: tp.Sequence[str],
                     threads: tp.Optional[int]) -> Variant:
+    """A variant of the torch-free runtime (imports numpy + the engine library only, never torch)."""
     from jasco_runtime.backends import open_engine
     from jasco_runtime.export_folder import ArtifactKey, ExportFolder
     from jasco_runtime.pipeline import JascoPipeline
 
-    from jasco_export.graphs.onnx_export import file_size as artifact_bytes
-
-    manifest = ExportFolder.open(export_dir)
+    folder = ExportFolder.open(export_dir)
     on_gpu = backend in ("ort-cuda", "trt")
     v = Variant(backend, precision, "cuda" if on_gpu else "cpu", SUPPORTED[backend][precision])
     needed = {GRAPH_OF[c] for c in components if c in GRAPH_OF}
     if "end_to_end" in components:
-        needed |= set(manifest.runtime_graphs())
+        needed |= set(folder.runtime_graphs())
     engines: tp.Dict[str, tp.Any] = {}
     for graph in sorted(needed):
         if backend == "trt":
-            key = manifest.resolve(graph, "tensorrt", "fp16")
+            key = folder.resolve(graph, "tensorrt", "fp16")
         elif precision == "fp32-fused":
             key = ArtifactKey(graph, "fp32", "onnx", "fused" if graph == "flow_step" else "")
         else:
-            key = manifest.resolve(graph, "onnx", precision)
+            key = folder.resolve(graph, "onnx", precision)
             if key.precision != precision:
                 v.notes.append(f"{graph}: no {precision} graph, runs {key.precision}")
-        engines[graph] = open_engine(manifest, key, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
+        engines[graph] = open_engine(folder, key, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
         comp = next(c for c, g in GRAPH_OF.items() if g == graph)
-        path = manifest.path(key)
-        v.artifacts[comp] = {"bytes": artifact_bytes(path), "file": path.name}
+        v.artifacts[comp] = {"file": folder.artifact(key).file, "artifact": str(key)}
     v._keep.append(engines)
-
-    def bind(engine: tp.Any, inputs: tp.Dict[str, np.ndarray]) -> tp.Callable[[], tp.Any]:
-        feeds = {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}
-        if backend == "ort-cuda":
-            bound = {k: engine.to_device(a) for k, a in feeds.items()}  # resident, as the pipeline keeps them
-            return lambda: engine.run_bound(bound)
-        return lambda: engine(**feeds)
+    limit = {g: folder.graphs[g].max_size("batch") for g in engines}
 
     for key, inputs in workload.component_inputs(components):
-        v.call[key] = bind(engines[GRAPH_OF[key.split("/")[0]]], inputs)
+        graph = GRAPH_OF[key.split("/")[0]]
+        v.call[key] = bind_engine(engines[graph], inputs, limit[graph], on_gpu)
 
     if "flow_step" in engines:
         fs = engines["flow_step"]
-        v.flow = lambda inputs: to_numpy(fs(**{k: np.ascontiguousarray(inputs[k]) for k in fs.input_names})["v"])
+        v.flow = lambda inputs: np.asarray(call_chunked(fs, inputs, limit["flow_step"])["v"], np.float32)
 
     if "end_to_end" in components:
-        pipe = JascoPipeline(manifest, engines, "tensorrt" if backend == "trt" else "onnxruntime")
+        pipe = JascoPipeline(folder, engines, "tensorrt" if backend == "trt" else "onnxruntime")
 
         def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
             def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:

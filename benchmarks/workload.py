@@ -2,7 +2,8 @@
 
 Conditions are computed once with the PyTorch reference (text through T5, drums through EnCodec),
 so every backend's flow step sees the same tensors, and the latent-quality solve differs only in the
-flow step.
+flow step. Graph inputs carry the names the graph declarations give them
+(:mod:`jasco_export.graphs.spec`: ``GraphSpec.input_names`` and ``TEMPORAL_NAMES``).
 """
 from __future__ import annotations
 
@@ -83,8 +84,12 @@ def build_workload(jasco: tp.Any, batches: tp.Sequence[int], cfg_name: str, solv
                    seed: int = 0) -> Workload:
     import torch
 
+    from jasco_export.graphs.spec import TEMPORAL_NAMES, declare_graphs
     from jasco_export.parity.golden import synthetic_drums
     from jasco_runtime.guidance import cfg_terms
+
+    flow_names = declare_graphs(jasco)["flow_step"].input_names
+    conditioner_of = {graph_input: cond for cond, graph_input in TEMPORAL_NAMES.items()}
 
     cfg = CFG[cfg_name]
     terms = cfg_terms(*cfg)
@@ -107,9 +112,8 @@ def build_workload(jasco: tp.Any, batches: tp.Sequence[int], cfg_name: str, solv
         rows = len(terms) * b
         flow = {"z": rng.standard_normal((rows, T, D)).astype(np.float32), "t": np.full((rows,), 0.5, np.float32),
                 "text": c["description"][0].float().numpy()}
-        for name, key in (("chords", "chords"), ("self_wav", "drums"), ("melody", "melody")):
-            if name in c:
-                flow[key] = c[name][0].float().numpy()
+        for name in (n for n in flow_names if n in conditioner_of):  # temporal conditions, as declared
+            flow[name] = c[conditioner_of[name]][0].float().numpy()
         wl.batches[b] = BatchInputs(
             batch=b, descriptions=desc, noise=rng.standard_normal((b, T, D)).astype(np.float32),
             text={k: v.numpy() for k, v in tok["description"].items()}, flow=flow,

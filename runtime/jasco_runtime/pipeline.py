@@ -46,6 +46,14 @@ class Conditions:
     temporal: tp.Dict[str, np.ndarray]  # graph input name → [N, T, C]
 
 
+def row_chunks(inputs: tp.Mapping[str, tp.Any], limit: tp.Optional[int]) -> tp.List[tp.Dict[str, tp.Any]]:
+    """Split a batch (axis 0 of every input) into consecutive chunks of at most ``limit`` rows, the
+    engine profile's max batch (None: one chunk).  The pipeline and the benchmarks chunk alike."""
+    n = int(next(iter(inputs.values())).shape[0])
+    step = limit or max(n, 1)
+    return [{k: v[i:i + step] for k, v in inputs.items()} for i in range(0, max(n, 1), step)]
+
+
 def _timer() -> tp.Callable[[], float]:
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
@@ -151,10 +159,7 @@ class JascoPipeline:
     # -- conditions -------------------------------------------------------------------------------
     def _run_chunked(self, name: str, inputs: tp.Dict[str, np.ndarray], output: str) -> np.ndarray:
         """Call engine ``name`` over row chunks no larger than its profile's max batch."""
-        n = next(iter(inputs.values())).shape[0]
-        limit = self._max_batch(name) or n
-        parts = [self.engines[name](**{k: v[i:i + limit] for k, v in inputs.items()})[output]
-                 for i in range(0, n, limit)]
+        parts = [self.engines[name](**chunk)[output] for chunk in row_chunks(inputs, self._max_batch(name))]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def conditions(self, descriptions: tp.Sequence[tp.Optional[str]], terms: tp.Sequence[CFGTerm],

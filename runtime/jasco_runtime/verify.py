@@ -114,10 +114,11 @@ def backend_available(backend: str) -> tp.Optional[str]:
 
 
 def _run_graph(engine: tp.Any, inputs: tp.Dict[str, np.ndarray], max_batch: tp.Optional[int]) -> tp.Dict[str, np.ndarray]:
-    """One engine call, chunked over the batch like the pipeline does."""
-    n = next(iter(inputs.values())).shape[0]
-    step = max_batch or n
-    parts = [engine(**{k: v[i:i + step] for k, v in inputs.items()}) for i in range(0, n, step)]
+    """One engine call, chunked over the batch like the pipeline does (the engine's own profile first:
+    TensorRT engines may be built with a smaller --max-batch)."""
+    from .pipeline import row_chunks
+
+    parts = [engine(**chunk) for chunk in row_chunks(inputs, getattr(engine, "max_batch", None) or max_batch)]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in parts[0]}
 
 
