@@ -6,6 +6,7 @@ zero-pad to the segment. Files are written atomically.
 """
 from __future__ import annotations
 
+import io
 import os
 import typing as tp
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, atomic_write_bytes
 from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
@@ -93,9 +94,8 @@ def normalize_clip(clip: np.ndarray, sample_rate: int, strategy: tp.Optional[str
     raise InputError(f"unknown normalisation {strategy!r}; use peak or loudness")
 
 
-def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT",
-              normalize: tp.Optional[str] = None) -> None:
-    """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
+def wav_bytes(clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT", normalize: tp.Optional[str] = None) -> bytes:
+    """[channels, samples] (or [samples]) → a whole wav file in memory ('FLOAT' or 'PCM_16', clipped to ±1)."""
     import soundfile as sf
 
     clip = np.asarray(clip, dtype=np.float32)
@@ -104,4 +104,39 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
     clip = normalize_clip(clip, sample_rate, normalize)
     if subtype == "PCM_16":
         clip = np.clip(clip, -1.0, 1.0)
-    atomic_write(path, lambda f: sf.write(f, clip.T, int(sample_rate), subtype=subtype, format="WAV"))
+    buf = io.BytesIO()
+    sf.write(buf, clip.T, int(sample_rate), subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT",
+              normalize: tp.Optional[str] = None) -> None:
+    """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
+    atomic_write_bytes(path, wav_bytes(clip, sample_rate, subtype, normalize))
+
+
+# -- uploads (bytes, e.g. over HTTP: jasco-serve) ---------------------------------------------------------
+def read_audio_bytes(data: bytes, source: str = "audio upload") -> tp.Tuple[np.ndarray, int]:
+    """An audio file's bytes (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate)."""
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError on non-audio bytes
+        reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise InputError(f"cannot decode the {source} ({reason}); give a wav/flac/ogg/mp3 file") from exc
+    if wav.shape[0] == 0:
+        raise InputError(f"the {source} holds no samples")
+    return np.ascontiguousarray(wav.T), int(sr)
+
+
+def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> np.ndarray:
+    """A ``.npy`` file's bytes → float32 salience [bins, T] (pickles refused)."""
+    try:
+        mel = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read the {source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         f"expected a .npy salience matrix [{bins}, T]") from exc
+    if not isinstance(mel, np.ndarray):  # an .npz archive
+        raise InputError(f"the {source} is an .npz archive; expected a single .npy salience matrix [{bins}, T]")
+    return as_salience(mel, bins, source=f"the {source}")

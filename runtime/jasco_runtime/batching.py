@@ -98,17 +98,22 @@ def generate_batch(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest],
     """
     out: tp.List[tp.Optional[Outcome]] = [None] * len(reqs)
     for group in group_requests(pipe, reqs, max_prompts):
-        if len(group) == 1 and batch_key(pipe, reqs[group[0]]) is None:
-            try:
-                res = pipe.run(reqs[group[0]], progress=False)
-                res.timings["batch_prompts"] = len(reqs[group[0]].prompts)
-                out[group[0]] = res
-            except JascoError as exc:
-                out[group[0]] = exc
-            continue
-        for i, outcome in zip(group, _solve_together(pipe, [reqs[i] for i in group])):
+        for i, outcome in zip(group, solve_group(pipe, [reqs[i] for i in group])):
             out[i] = outcome
     return tp.cast(tp.List[Outcome], out)
+
+
+def solve_group(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
+    """One group of :func:`group_requests`: a request that must run alone goes through
+    :meth:`JascoPipeline.run`, the others share one solve."""
+    if len(reqs) == 1 and batch_key(pipe, reqs[0]) is None:
+        try:
+            res = pipe.run(reqs[0], progress=False)
+        except JascoError as exc:
+            return [exc]
+        res.timings["batch_prompts"] = len(reqs[0].prompts)
+        return [res]
+    return _solve_together(pipe, reqs)
 
 
 @dataclass
