@@ -396,6 +396,28 @@ def test_web_page_in_headless_chromium(service, tmp_path):
         browser.quit()
 
 
+# -- the serving benchmark against this service -------------------------------------------------------------
+def test_serve_benchmark_writes_json_markdown_and_plot(service, tmp_path):
+    from conftest import ROOT
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "benchmarks.serve", "--url", service["url"], "--concurrency", "1,3", "--requests", "3",
+           "--warmup", "1", "--steps", "2", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema"] == "jasco-trt-serve-bench/1" and res["model"]["model"] == "jasco-tiny/chords-drums"
+    levels = res["modes"]["server"]["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 3]
+    for lv in levels:
+        assert lv["ok"] == lv["requests"] == 3 and not lv["errors"]
+        assert lv["throughput_clips_per_min"] > 0 and 0 < lv["latency_s"]["p50"] <= lv["latency_s"]["p95"] <= lv["latency_s"]["p99"]
+        assert 1 <= lv["mean_batch_prompts"] <= 3
+    assert levels[0]["mean_batch_prompts"] == 1  # one client: nothing to batch with
+    assert "| server (≤ 4) | 3 |" in (out / "results.md").read_text()
+    assert (out / "serve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # -- fault: a replica killed in the middle of a load (last: the replica restarts) -------------------------
 def test_replica_killed_mid_load(service):
     import ray
