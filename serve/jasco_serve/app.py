@@ -75,6 +75,9 @@ class JascoIngress:
         except HTTPError as err:
             status = err.status
             return err.response()
+        except asyncio.CancelledError:  # the client went away (counted as nginx's 499)
+            status = 499
+            raise
         finally:
             self.metrics.answered(status)
 
