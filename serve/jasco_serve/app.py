@@ -28,7 +28,7 @@ from jasco_runtime.export_folder import ExportFolder
 
 from .config import ServeConfig
 from .generator import Clip, Failure, JascoGenerator
-from .http import HTTPError, call, read_body, read_form, web_file
+from .http_io import HTTPError, call, read_body, read_form, web_file
 from .inputs import FIELDS, UPLOADS, InputChecker, ParsedRequest
 from .metrics import CONTENT_TYPE, ServiceMetrics
 
