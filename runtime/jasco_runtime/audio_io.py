@@ -138,3 +138,30 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
               normalize: tp.Optional[str] = None) -> None:
     """Write [channels, samples] (or [samples]) to ``path`` atomically (temp file + rename)."""
     atomic_write_bytes(path, encode_wav(clip, sample_rate, subtype=subtype, normalize=normalize))
+
+
+# -- uploads (bytes, e.g. over HTTP: jasco-serve) ---------------------------------------------------------
+def read_audio_bytes(data: bytes, source: str = "audio upload") -> tp.Tuple[np.ndarray, int]:
+    """An audio file's bytes (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate)."""
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError on non-audio bytes
+        reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise InputError(f"cannot decode the {source} ({reason}); give a wav/flac/ogg/mp3 file") from exc
+    if wav.shape[0] == 0:
+        raise InputError(f"the {source} holds no samples")
+    return np.ascontiguousarray(wav.T), int(sr)
+
+
+def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> np.ndarray:
+    """A ``.npy`` file's bytes → float32 salience [bins, T] (pickles refused)."""
+    try:
+        mel = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read the {source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         f"expected a .npy salience matrix [{bins}, T]") from exc
+    if not isinstance(mel, np.ndarray):  # an .npz archive
+        raise InputError(f"the {source} is an .npz archive; expected a single .npy salience matrix [{bins}, T]")
+    return as_salience(mel, bins, source=f"the {source}")

@@ -246,3 +246,9 @@ def parse_chords(spec: tp.Union[str, os.PathLike]) -> Progression:
             return _parse_lab(path, text)
         return _parse_string(text)
     return _parse_string(str(spec))
+
+
+def parse_chords_text(spec: str) -> Progression:
+    """A progression string only, never opened as a file: for untrusted input such as ``jasco-serve``'s
+    HTTP requests (:func:`parse_chords` reads any existing path it is given)."""
+    return _parse_string(spec)
