@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"])
     p.add_argument("--steps", type=int, help="fixed-step solvers: number of steps (default: manifest)")
+    p.add_argument("--duration", type=float, help="song length in seconds (default: one 10-s window; longer songs are "
+                                                  "generated window by window, see README 'Longer songs')")
+    p.add_argument("--overlap", type=float, help="seconds shared by consecutive windows of a long song (default 2.5)")
     p.add_argument("--rtol", type=float)
     p.add_argument("--atol", type=float)
     seed = p.add_mutually_exclusive_group()
@@ -90,7 +93,8 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
                                   precision=a.precision)
     res = pipe.generate(prompts, chords=a.chords, drums=a.drums, melody=a.melody, cfg_coef_all=a.cfg_all,
                         cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps, rtol=a.rtol, atol=a.atol,
-                        seed=a.seed, init_noise=noise, progress=not a.no_progress)
+                        seed=a.seed, init_noise=noise, progress=not a.no_progress, duration=a.duration,
+                        overlap=a.overlap)
     subtype = "PCM_16" if a.format == "pcm16" else "FLOAT"
     for path, clip in zip(outs, res.audio):
         audio_io.write_wav(path, clip, res.sample_rate, subtype=subtype, normalize=a.normalize)
