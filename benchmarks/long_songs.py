@@ -158,6 +158,7 @@ def cost(pipe: tp.Any, durations: tp.Sequence[float], args: argparse.Namespace, 
                      "flow_s": statistics.median(r.timings["flow"] for _, r in runs),
                      "decoder_s": statistics.median(r.timings["decoder"] for _, r in runs),
                      "samples": int(res.audio.shape[-1]), "rtf": med / seconds})
+        rows[-1]["flow_per_nfe_s"] = rows[-1]["flow_s"] / res.nfe
     base = rows[0]
     for row in rows:
         row["nfe_ratio"] = row["nfe"] / base["nfe"]
@@ -186,15 +187,19 @@ def seams(pipe: tp.Any, seconds: float, args: argparse.Namespace, drums: np.ndar
 def to_markdown(results: tp.Dict[str, tp.Any]) -> str:
     cfg = results["config"]
     lines = [f"# Long songs — {cfg['model']}, {cfg['solver']} {cfg['steps']} steps, overlap {cfg['overlap']} s",
-             "", f"{results['machine']['platform']}, {results['created']}", "",
-             "| duration | windows | NFE | NFE ratio | wall (median) | wall ratio | flow | decoder | RTF |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", f"{results['machine']['platform']}, {results['machine']['cpus']} CPUs (load average "
+                 f"{results['machine']['loadavg_start'][0]:.1f} at the start), {results['created']}; `{results['command']}`", "",
+             "| duration | windows | NFE | NFE ratio | wall (median) | wall ratio | flow | flow / NFE | decoder | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["cost"]:
         lines.append(f"| {r['duration_s']:g} s | {r['windows']} | {r['nfe']} | {r['nfe_ratio']:.1f}× | {r['wall_s']:.2f} s | "
-                     f"{r['wall_ratio']:.2f}× | {r['flow_s']:.2f} s | {r['decoder_s']:.2f} s | {r['rtf']:.3f} |")
+                     f"{r['wall_ratio']:.2f}× | {r['flow_s']:.2f} s | {r['flow_per_nfe_s'] * 1e3:.1f} ms | {r['decoder_s']:.2f} s | "
+                     f"{r['rtf']:.3f} |")
     for title, key in (("exported model (random weights)", "seams_model"),
                        ("GaussianFlow (smooth data, exact field)", "seams_gaussian")):
-        table = results[key]
+        table = results.get(key)
+        if not table:
+            continue
         seams_s = next(iter(table.values()))["seams_s"]
         lines += ["", f"Seams of a {cfg['seam_duration']:g}-s song, {title}: ratio to the median inside the windows "
                       f"at seams {', '.join(f'{s:g} s' for s in seams_s)} (mean over seams)", "",
@@ -213,6 +218,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     p.add_argument("--model", default="tiny", help="tiny | 400m-random | 1b-random | hub id | checkpoint folder")
     p.add_argument("--durations", default="10,30,60", help="comma list of seconds (the first is the baseline)")
     p.add_argument("--seam-duration", type=float, default=30.0)
+    p.add_argument("--no-seams", action="store_true", help="cost only (the seam study runs 8 songs)")
     p.add_argument("--overlap", type=float, default=None, help="seconds (default: the runtime's)")
     p.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "dopri5"])
     p.add_argument("--steps", type=int, default=10)
@@ -244,15 +250,18 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         "schema": "jasco-trt-long-songs/1",
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks.long_songs " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_start": list(os.getloadavg())},
         "config": {"model": args.model, "solver": args.solver, "steps": args.steps, "overlap": args.overlap,
                    "precision": args.precision, "repeats": args.repeats, "seam_duration": args.seam_duration,
                    "cfg": [1.25, 2.5]},
         "cost": cost(pipe, durations, args, drums, sr),
-        "seams_model": seams(pipe, args.seam_duration, args, drums, sr),
-        "seams_gaussian": seams(pipe, args.seam_duration, args, drums, sr, GaussianFlow(pipe.manifest.n_frames)),
     }
+    if not args.no_seams:
+        results["seams_model"] = seams(pipe, args.seam_duration, args, drums, sr)
+        results["seams_gaussian"] = seams(pipe, args.seam_duration, args, drums, sr, GaussianFlow(pipe.manifest.n_frames))
     results["elapsed_s"] = time.perf_counter() - t0
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     md = to_markdown(results)

@@ -26,7 +26,6 @@ module builds longer songs from the existing graphs, without training (issue 11)
 """
 from __future__ import annotations
 
-import logging
 import math
 import typing as tp
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from .solvers import SOLVERS, ODEResult
 if tp.TYPE_CHECKING:  # pragma: no cover
     from .pipeline import GenerationResult, JascoPipeline
     from .request import GenerationRequest
-
-logger = logging.getLogger(__name__)
 
 SIGMA_MIN = 1e-5  # audiocraft/solvers/jasco.py `_z` / `_vector_field`
 DEFAULT_OVERLAP = 2.5  # seconds shared by consecutive windows
