@@ -146,8 +146,9 @@ def cost(pipe: tp.Any, durations: tp.Sequence[float], args: argparse.Namespace, 
         for r in range(args.warmup + args.repeats):
             t0 = time.perf_counter()
             res = pipe.generate(["funky groove"], chords=song_chords(seconds), drums=drums, drums_sample_rate=sr,
-                                cfg_coef_all=1.25, cfg_coef_txt=2.5, solver=args.solver, steps=args.steps,
-                                seed=r, duration=seconds, overlap=args.overlap, progress=False)
+                                cfg_coef_all=1.25, cfg_coef_txt=2.5, solver=args.solver,
+                                steps=None if args.solver == "dopri5" else args.steps, seed=r, duration=seconds,
+                                overlap=args.overlap, progress=False)
             wall = time.perf_counter() - t0
             if r >= args.warmup:
                 runs.append((wall, res))
@@ -169,16 +170,18 @@ def cost(pipe: tp.Any, durations: tp.Sequence[float], args: argparse.Namespace, 
 def seams(pipe: tp.Any, seconds: float, args: argparse.Namespace, drums: np.ndarray, sr: int,
           field: tp.Optional[GaussianFlow] = None) -> tp.Dict[str, tp.Any]:
     from jasco_runtime.longform import generate_song
+    from jasco_runtime.request import GenerationRequest
 
     plan = pipe.window_plan(seconds, args.overlap)
+    req = GenerationRequest(["funky groove"], chords=song_chords(seconds), drums=drums, drums_sample_rate=sr,
+                            cfg_coef_all=1.25, cfg_coef_txt=2.5, solver=args.solver,
+                            steps=None if args.solver == "dopri5" else args.steps, seed=0).resolved(pipe.manifest.defaults)
     out = {}
     for continuation, stitch in VARIANTS:
         with contextlib.ExitStack() as stack:
             if field is not None:
                 stack.enter_context(vector_field_replaced(pipe, field))
-            res = generate_song(pipe, plan, ["funky groove"], song_chords(seconds), drums, None, cfg_coef_all=1.25,
-                                cfg_coef_txt=2.5, solver=args.solver, steps=args.steps, rtol=1e-5, atol=1e-5, seed=0,
-                                progress=False, drums_sample_rate=sr, continuation=continuation, stitch_mode=stitch)
+            res = generate_song(pipe, plan, req, progress=False, continuation=continuation, stitch_mode=stitch)
         name = f"{'constraint' if continuation else 'independent'}+{stitch}"
         out[name] = seam_metrics(res.latents, res.audio, plan)
     return out
@@ -229,16 +232,21 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/long-songs"))
     args = p.parse_args(argv)
     model = resolve_model(args.model, args.cache)
-    from jasco_export.parity.gate import synthetic_drums
+    from jasco_export.parity.golden import synthetic_drums
     from jasco_runtime import JascoPipeline
+    from jasco_runtime.errors import JascoError
+    from jasco_runtime.export_folder import ExportFolder
     from jasco_runtime.longform import DEFAULT_OVERLAP
 
     from .models import ensure_export
 
     graphs = ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
     folder = ensure_export(model, graphs, [args.precision], args.cache)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if "frames" not in manifest["graphs"]["encodec_decoder"].get("profile", {}):  # exported before long songs
+    try:
+        current = "frames" in ExportFolder.open(folder).graphs["encodec_decoder"].profile
+    except JascoError:  # an older manifest schema
+        current = False
+    if not current:  # exported before long songs (decoder of one window) or by an older exporter
         folder = ensure_export(model, graphs, [args.precision], args.cache, fresh=True)
     pipe = JascoPipeline.from_dir(folder, backend="onnxruntime", providers=["cpu"], precision=args.precision)
     durations = [float(x) for x in args.durations.split(",")]
