@@ -2,8 +2,9 @@
 
     python -m benchmarks.long_songs --model tiny --durations 10,30,60 --out benchmarks/results/long-songs
 
-* **Cost**: per requested duration, windows, vector-field evaluations (NFE) and wall time (median of
-  ``--repeats``; flow, decoder, total) and their ratios to one 10-s window.
+* **Cost**: per requested duration, windows, vector-field evaluations (NFE), process CPU time (all
+  threads; what a shared machine's load disturbs least) and wall time (median of ``--repeats``; flow,
+  decoder, total) and their ratios to one 10-s window.
 * **Seams**: a 30-s song stitched four ways — continuation constraint on/off × overlap from the
   earlier window / equal-power blend — scored at each seam by the latent-difference jump and the
   spectral flux over their medians inside the windows (1 ≈ as smooth as inside a window). Measured
@@ -144,26 +145,28 @@ def cost(pipe: tp.Any, durations: tp.Sequence[float], args: argparse.Namespace, 
     for seconds in durations:
         runs = []
         for r in range(args.warmup + args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = pipe.generate(["funky groove"], chords=song_chords(seconds), drums=drums, drums_sample_rate=sr,
                                 cfg_coef_all=1.25, cfg_coef_txt=2.5, solver=args.solver,
                                 steps=None if args.solver == "dopri5" else args.steps, seed=r, duration=seconds,
                                 overlap=args.overlap, progress=False)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if r >= args.warmup:
-                runs.append((wall, res))
-        med = statistics.median(w for w, _ in runs)
+                runs.append((wall, res, cpu))
+        med = statistics.median(w for w, _, _ in runs)
         res = runs[0][1]
         rows.append({"duration_s": seconds, "windows": max(1, len(res.windows)), "nfe": res.nfe,
-                     "wall_s": med, "walls_s": [w for w, _ in runs],
-                     "flow_s": statistics.median(r.timings["flow"] for _, r in runs),
-                     "decoder_s": statistics.median(r.timings["decoder"] for _, r in runs),
+                     "wall_s": med, "walls_s": [w for w, _, _ in runs],
+                     "cpu_s": statistics.median(c for _, _, c in runs),
+                     "flow_s": statistics.median(r.timings["flow"] for _, r, _ in runs),
+                     "decoder_s": statistics.median(r.timings["decoder"] for _, r, _ in runs),
                      "samples": int(res.audio.shape[-1]), "rtf": med / seconds})
         rows[-1]["flow_per_nfe_s"] = rows[-1]["flow_s"] / res.nfe
     base = rows[0]
     for row in rows:
         row["nfe_ratio"] = row["nfe"] / base["nfe"]
         row["wall_ratio"] = row["wall_s"] / base["wall_s"]
+        row["cpu_ratio"] = row["cpu_s"] / base["cpu_s"]
     return rows
 
 
@@ -187,17 +190,65 @@ def seams(pipe: tp.Any, seconds: float, args: argparse.Namespace, drums: np.ndar
     return out
 
 
+def decoder_cost(frames: tp.Sequence[int], repeats: int) -> tp.List[tp.Dict[str, tp.Any]]:
+    """The release-size EnCodec decoder (``facebook/encodec_32khz`` architecture, random weights) exported
+    with the dynamic frame axis, timed in ONNX Runtime CPU at each length; peak RSS of this process after
+    each length (monotonic, lengths in increasing order)."""
+    import resource
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+    from transformers import EncodecConfig, EncodecModel
+
+    from jasco_export.graphs import onnx_export
+    from jasco_export.graphs.spec import EncodecDecoder, GraphSpec, ProfileRange, TensorSpec
+    from jasco_export.reference.loading import KNOWN_COMPRESSION_CONFIGS
+
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.from_json_file(str(KNOWN_COMPRESSION_CONFIGS["facebook/encodec_32khz"]))).eval()
+    spec = GraphSpec("encodec_decoder", EncodecDecoder(model.decoder, -0.0074, 4.0102),
+                     [TensorSpec("latents", "float32", ("batch", "frames", 128))],
+                     [TensorSpec("audio", "float32", ("batch", 1, "samples"))],
+                     {"batch": ProfileRange(1, 1, 3), "frames": ProfileRange(500, 500, max(frames))})
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_export.export_graph(spec, Path(tmp) / "encodec_decoder.fp32.onnx")
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for n in sorted(frames):
+            x = np.random.default_rng(n).standard_normal((1, n, 128)).astype(np.float32)
+            sess.run(None, {"latents": x})
+            walls, cpus = [], []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                sess.run(None, {"latents": x})
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+            rows.append({"frames": n, "seconds": n / 50, "wall_s": statistics.median(walls),
+                         "cpu_s": statistics.median(cpus),
+                         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return rows
+
+
 def to_markdown(results: tp.Dict[str, tp.Any]) -> str:
     cfg = results["config"]
     lines = [f"# Long songs — {cfg['model']}, {cfg['solver']} {cfg['steps']} steps, overlap {cfg['overlap']} s",
              "", f"{results['machine']['platform']}, {results['machine']['cpus']} CPUs (load average "
                  f"{results['machine']['loadavg_start'][0]:.1f} at the start), {results['created']}; `{results['command']}`", "",
-             "| duration | windows | NFE | NFE ratio | wall (median) | wall ratio | flow | flow / NFE | decoder | RTF |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| duration | windows | NFE | NFE ratio | CPU time | CPU ratio | wall (median) | wall ratio | flow | flow / NFE "
+             "| decoder | RTF |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["cost"]:
-        lines.append(f"| {r['duration_s']:g} s | {r['windows']} | {r['nfe']} | {r['nfe_ratio']:.1f}× | {r['wall_s']:.2f} s | "
+        lines.append(f"| {r['duration_s']:g} s | {r['windows']} | {r['nfe']} | {r['nfe_ratio']:.1f}× | {r['cpu_s']:.2f} s | "
+                     f"{r['cpu_ratio']:.2f}× | {r['wall_s']:.2f} s | "
                      f"{r['wall_ratio']:.2f}× | {r['flow_s']:.2f} s | {r['flow_per_nfe_s'] * 1e3:.1f} ms | {r['decoder_s']:.2f} s | "
                      f"{r['rtf']:.3f} |")
+    if results.get("decoder_encodec_32khz"):
+        lines += ["", "Release-size EnCodec decoder (encodec_32khz architecture, random weights), ONNX Runtime CPU, "
+                      "one call per song:", "", "| song | frames | CPU time | wall | peak RSS of the process |",
+                  "|---|---|---|---|---|"]
+        for r in results["decoder_encodec_32khz"]:
+            lines.append(f"| {r['seconds']:g} s | {r['frames']} | {r['cpu_s']:.2f} s | {r['wall_s']:.2f} s | "
+                         f"{r['peak_rss_mib']:.0f} MiB |")
     for title, key in (("exported model (random weights)", "seams_model"),
                        ("GaussianFlow (smooth data, exact field)", "seams_gaussian")):
         table = results.get(key)
@@ -222,6 +273,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     p.add_argument("--durations", default="10,30,60", help="comma list of seconds (the first is the baseline)")
     p.add_argument("--seam-duration", type=float, default=30.0)
     p.add_argument("--no-seams", action="store_true", help="cost only (the seam study runs 8 songs)")
+    p.add_argument("--release-decoder", action="store_true",
+                   help="also time the encodec_32khz-sized decoder graph at 10/30/60 s (random weights)")
     p.add_argument("--overlap", type=float, default=None, help="seconds (default: the runtime's)")
     p.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "dopri5"])
     p.add_argument("--steps", type=int, default=10)
@@ -265,6 +318,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                    "cfg": [1.25, 2.5]},
         "cost": cost(pipe, durations, args, drums, sr),
     }
+    if args.release_decoder:
+        results["decoder_encodec_32khz"] = decoder_cost([int(d * 50) for d in durations], args.repeats)
     if not args.no_seams:
         results["seams_model"] = seams(pipe, args.seam_duration, args, drums, sr)
         results["seams_gaussian"] = seams(pipe, args.seam_duration, args, drums, sr, GaussianFlow(pipe.manifest.n_frames))
