@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"])
     p.add_argument("--steps", type=int, help="fixed-step solvers: number of steps (default: manifest)")
+    p.add_argument("--duration", type=float, help="song length in seconds (default: one 10-s window; longer songs are "
+                                                  "generated window by window, see README 'Longer songs')")
+    p.add_argument("--overlap", type=float, help="seconds shared by consecutive windows of a long song (default 2.5)")
     p.add_argument("--rtol", type=float, help="dopri5 only: relative tolerance > 0 (default: manifest)")
     p.add_argument("--atol", type=float, help="dopri5 only: absolute tolerance > 0 (default: manifest)")
     seed = p.add_mutually_exclusive_group()
@@ -155,7 +158,8 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     audio_io.check_normalization(a.normalize)
     folder = ExportFolder.open(a.engines)
     req = GenerationRequest(prompts, cfg_coef_all=a.cfg_all, cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps,
-                            rtol=a.rtol, atol=a.atol, seed=a.seed, **_inputs(a, folder)).resolved(folder.defaults)
+                            rtol=a.rtol, atol=a.atol, seed=a.seed, duration=a.duration, overlap=a.overlap,
+                            **_inputs(a, folder)).resolved(folder.defaults)
     pipe = JascoPipeline.from_dir(a.engines, backend=a.backend, providers=[a.provider] if a.provider else None,
                                   precision=a.precision)
     res = pipe.run(req, progress=not a.no_progress)

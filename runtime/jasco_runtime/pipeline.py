@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import audio_io, chords as chords_mod
+from . import audio_io, chords as chords_mod, longform
 from .backends import available_backends, open_engine, tensorrt_unavailable_reason
 from .errors import InputError, JascoError
 from .guidance import CFGTerm, cfg_terms, combine_vector_fields
@@ -36,6 +36,7 @@ class GenerationResult:
     nfe: int
     timings: tp.Dict[str, float] = field(default_factory=dict)
     terms: tp.List[CFGTerm] = field(default_factory=list)
+    windows: tp.List["longform.WindowResult"] = field(default_factory=list)  # songs > 1 window: each window
 
 
 @dataclass
@@ -121,15 +122,23 @@ class JascoPipeline:
         self.close()
 
     # -- inputs -----------------------------------------------------------------------------------
-    def _frames(self, chords: ChordsInput) -> tp.Optional[np.ndarray]:
+    def _progression(self, chords: ChordsInput) -> tp.Optional[chords_mod.Progression]:
         if chords is None or (not isinstance(chords, (str, os.PathLike)) and len(chords) == 0):
             return None
         if isinstance(chords, (str, os.PathLike)):
             chords = chords_mod.parse_chords(chords)
-        m = self.manifest
-        return chords_mod.frame_chords(list(chords), self.chords_mapping, m.frame_rate, m.duration)
+        return list(chords)
 
-    def _drums(self, drums: tp.Any, sample_rate: tp.Optional[int]) -> tp.Optional[np.ndarray]:
+    def _frames(self, chords: ChordsInput) -> tp.Optional[np.ndarray]:
+        progression = self._progression(chords)
+        if progression is None:
+            return None
+        m = self.manifest
+        return chords_mod.frame_chords(progression, self.chords_mapping, m.frame_rate, m.duration)
+
+    def _drums(self, drums: tp.Any, sample_rate: tp.Optional[int],
+               seconds: tp.Optional[float] = None) -> tp.Optional[np.ndarray]:
+        """The drum stem, mono at the model rate, trimmed / zero-padded to ``seconds`` (default: one window)."""
         if drums is None:
             return None
         if not self.manifest.has_drums:
@@ -138,8 +147,13 @@ class JascoPipeline:
             drums, sample_rate = audio_io.load_audio(drums)
         if sample_rate is None:
             raise InputError("drums given as an array need drums_sample_rate")
-        return audio_io.prepare_drums(np.asarray(drums, dtype=np.float32), int(sample_rate),
-                                      self.manifest.sample_rate, self.manifest.duration)
+        wanted = self.manifest.duration if seconds is None else seconds
+        wav = np.asarray(drums, dtype=np.float32)
+        if seconds is not None and wav.shape[-1] < seconds * int(sample_rate):
+            logger.warning("the drum stem (%.2f s) is shorter than the song (%.2f s); the rest is silent drums "
+                           "(zero-padded, as for a 10-s clip); loop the stem yourself to repeat it",
+                           wav.shape[-1] / int(sample_rate), seconds)
+        return audio_io.prepare_drums(wav, int(sample_rate), self.manifest.sample_rate, wanted)
 
     def _melody(self, melody: tp.Any) -> tp.Optional[np.ndarray]:
         if melody is None:
@@ -241,22 +255,49 @@ class JascoPipeline:
         field.release = release  # type: ignore[attr-defined]
         return field
 
+    def window_plan(self, duration: float, overlap: tp.Optional[float] = None) -> longform.WindowPlan:
+        """How ``duration`` seconds split into windows sharing ``overlap`` seconds (default
+        ``longform.DEFAULT_OVERLAP``); the maximum duration is what the export's decoder takes."""
+        m = self.manifest
+        decoder_frames = m.graphs["encodec_decoder"].max_size("frames")
+        if decoder_frames is None and longform.seconds("duration", duration) > m.duration:
+            raise InputError(f"the decoder of {m.folder} was exported for {m.duration:g}-s clips only; re-export with "
+                             f"this version of jasco-export for songs up to {longform.EXPORT_MAX_DURATION:g} s")
+        return longform.plan_windows(duration, overlap, m.n_frames, m.frame_rate, m.segment_samples // m.n_frames,
+                                     m.sample_rate, max_duration=(decoder_frames or m.n_frames) / m.frame_rate)
+
     def generate(self, descriptions: tp.Sequence[tp.Optional[str]], chords: ChordsInput = None, drums: tp.Any = None,
                  melody: tp.Any = None, cfg_coef_all: tp.Optional[float] = None, cfg_coef_txt: tp.Optional[float] = None,
                  solver: tp.Optional[str] = None, steps: tp.Optional[int] = None, rtol: tp.Optional[float] = None,
                  atol: tp.Optional[float] = None, seed: tp.Optional[int] = None, init_noise: tp.Optional[np.ndarray] = None,
-                 progress: bool = True, drums_sample_rate: tp.Optional[int] = None) -> GenerationResult:
+                 progress: bool = True, drums_sample_rate: tp.Optional[int] = None, duration: tp.Optional[float] = None,
+                 overlap: tp.Optional[float] = None,
+                 window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None) -> GenerationResult:
         """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest;
-        every setting is validated (:class:`GenerationRequest`) before any engine runs."""
+        every setting is validated (:class:`GenerationRequest`) before any engine runs.
+
+        ``duration`` (seconds, default one 10-s window): longer songs are generated window by window,
+        each continuing the previous one over ``overlap`` seconds (see :mod:`jasco_runtime.longform`;
+        ``window_descriptions``: optionally one list of prompts per window); shorter ones are one window
+        trimmed.  ``duration=None`` or one window's length is exactly the single-window generation.
+        """
         req = GenerationRequest(descriptions, chords=chords, drums=drums, drums_sample_rate=drums_sample_rate,
                                 melody=melody, cfg_coef_all=cfg_coef_all, cfg_coef_txt=cfg_coef_txt, solver=solver,
-                                steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise
-                                ).resolved(self.manifest.defaults)
-        return self.run(req, progress=progress)
+                                steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise, duration=duration,
+                                overlap=overlap).resolved(self.manifest.defaults)
+        return self.run(req, progress=progress, window_descriptions=window_descriptions)
 
-    def run(self, req: GenerationRequest, progress: bool = True) -> GenerationResult:
+    def run(self, req: GenerationRequest, progress: bool = True,
+            window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None) -> GenerationResult:
         """Generate from a validated request (``GenerationRequest.resolved``)."""
         descriptions, solver = req.prompts, req.solver
+        plan = None
+        if req.duration is not None or window_descriptions is not None:
+            plan = self.window_plan(self.manifest.duration if req.duration is None else req.duration, req.overlap)
+            if plan.n_windows > 1:
+                return longform.generate_song(self, plan, req, progress=progress, window_descriptions=window_descriptions)
+            if window_descriptions is not None:
+                descriptions = longform.window_descriptions_for(plan, descriptions, window_descriptions)[0]
         timings: tp.Dict[str, float] = {}
         total = _timer()
         terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
@@ -300,5 +341,7 @@ class JascoPipeline:
                 raise JascoError(f"the generation produced non-finite {what} (NaN/Inf); nothing was written — check the "
                                  f"artifacts with `jasco-run verify {self.manifest.folder}`")
         timings["total"] = total()
+        if plan is not None and plan.n_frames < T:  # a clip shorter than one window: that window, trimmed
+            audio, res.z = audio[..., :plan.n_samples], res.z[:, :plan.n_frames]
         return GenerationResult(audio=audio, latents=res.z, sample_rate=self.manifest.sample_rate, nfe=res.nfe,
                                 timings=timings, terms=list(terms))

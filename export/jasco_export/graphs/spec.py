@@ -14,7 +14,8 @@ drums_encoder      wav [B, 1, S] float32 (S = 10 s · 32 kHz)     drums [B, T, d
 flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] raw vector field per row
                    chords [B, T, 16], drums [B, T, 2],            (CFG combination happens in the runtime)
                    (melody [B, T, 16])
-encodec_decoder    latents [B, T, 128] (normalized)               audio [B, 1, S]; un-normalisation folded in
+encodec_decoder    latents [B, F, 128] (normalized; F frames,    audio [B, 1, F · hop]; un-normalisation
+                   T ≤ F ≤ max_duration · frame rate)           folded in (F dynamic: songs > 10 s)
 encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
 =================  ===========================================  ==========================================
 
@@ -22,6 +23,7 @@ Chords and melody embedders are tiny lookups / affine maps: exported as tables (
 """
 from __future__ import annotations
 
+import math
 import typing as tp
 from dataclasses import dataclass, field
 
@@ -175,10 +177,16 @@ TEMPORAL_NAMES = {"chords": "chords", "self_wav": "drums", "melody": "melody"}
 """Conditioner name → graph input name of the flow step."""
 
 
+MAX_DURATION = 60.0
+"""Longest song (seconds) the decoder's ``frames`` axis is exported for (windowed long-form generation)."""
+
+
 def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 128,
-                   opt_batch: int = 3, opt_text_tokens: int = 16) -> tp.Dict[str, GraphSpec]:
+                   opt_batch: int = 3, opt_text_tokens: int = 16,
+                   max_duration: float = MAX_DURATION) -> tp.Dict[str, GraphSpec]:
     """Every graph of a loaded model (role ``extra`` ones included).  ``max_batch`` counts CFG rows
-    (prompts × terms)."""
+    (prompts × terms); ``max_duration`` bounds the decoder's dynamic ``frames`` axis (from one window,
+    T frames, up to that many seconds)."""
     model = jasco.model
     conds = model.condition_provider.conditioners
     cfg = jasco.cfg
@@ -221,10 +229,12 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
     comp = jasco.compression_model.model
     graphs["encodec_decoder"] = GraphSpec(
         "encodec_decoder", EncodecDecoder(comp.decoder, cfg.latent_mean, cfg.latent_std),
-        [TensorSpec("latents", "float32", ("batch", T, cfg.latent_dim))],
-        [TensorSpec("audio", "float32", ("batch", 1, S))],
-        {"batch": ProfileRange(1, 1, max(1, max_batch // 2))},
-        "EnCodec decoder; latents·std + mean folded in")
+        [TensorSpec("latents", "float32", ("batch", "frames", cfg.latent_dim))],
+        [TensorSpec("audio", "float32", ("batch", 1, "samples"))],
+        {"batch": ProfileRange(1, 1, max(1, max_batch // 2)),
+         "frames": ProfileRange(T, T, max(T, int(math.ceil(max_duration * jasco.frame_rate))))},
+        "EnCodec decoder; latents·std + mean folded in; dynamic frames (convolutions + LSTM) so a long "
+        "song decodes in one call")
     graphs["encodec_encoder"] = GraphSpec(
         "encodec_encoder", EncodecEncoder(comp.encoder),
         [TensorSpec("wav", "float32", ("batch", 1, S))],

@@ -247,8 +247,11 @@ class JASCO:
         return (audio, latents) if return_latents else audio
 
     def integrate(self, z0: torch.Tensor, conditions: ConditionTensors, terms: tp.Sequence[CFGTerm],
-                  progress: bool = False) -> tp.Tuple[torch.Tensor, int]:
-        """Solve dz/dt = v(z, t) from t=0 (noise) towards 1 (audiocraft FlowMatchingModel.generate)."""
+                  progress: bool = False, constraint: tp.Optional[tp.Callable[[tp.Callable], tp.Callable]] = None
+                  ) -> tp.Tuple[torch.Tensor, int]:
+        """Solve dz/dt = v(z, t) from t=0 (noise) towards 1 (audiocraft FlowMatchingModel.generate).
+
+        ``constraint`` wraps the guided vector field (long-form continuation, reference/longform.py)."""
         p = self.generation_params
         nfe = 0
         bar = None
@@ -263,6 +266,8 @@ class JASCO:
                 bar.update(1)
             return self.guided_vector_field(z, t, conditions, terms)
 
+        if constraint is not None:
+            field = constraint(field)
         try:
             if p.get("euler", False):
                 steps = int(p.get("euler_steps", 100))
