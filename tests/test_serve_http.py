@@ -260,7 +260,8 @@ def test_bad_input_is_a_4xx_with_one_line(service, tmp_path):
         (requests.post(gen, json={"text": "x", "chords": [["C"]]}, timeout=60), 400, "is not [label, start_seconds]"),
         (requests.post(gen, json={"text": "x", "chords": str(notes)}, timeout=60), 400, "cannot parse chord"),  # never a path
         (requests.post(gen, json={"text": "word " * 300}, timeout=60), 400, "T5 tokens long"),
-        (requests.post(gen, json={"text": "x", "duration": 30}, timeout=60), 400, "duration 30 s is not served yet"),
+        (requests.post(gen, json={"text": "x", "duration": 10000}, timeout=60), 400, "longer than this export's maximum"),
+        (requests.post(gen, json={"text": "x", "duration": 30, "overlap": 12}, timeout=60), 400, "overlap must be"),
         (requests.post(gen, data='{"text": "x"}', headers={"Content-Type": "application/x-www-form-urlencoded"},
                        timeout=60), 400, "looks like JSON"),
         (requests.post(gen, data="text=x", headers={"Content-Type": "text/plain"}, timeout=60), 415, "unsupported content type"),
@@ -285,6 +286,18 @@ def test_bad_input_is_a_4xx_with_one_line(service, tmp_path):
 
 
 # -- melody model and backpressure ------------------------------------------------------------------------
+def test_long_song_request_equals_offline(service, offline):
+    """"duration" over HTTP (issue 11): a 15-s song, windowed, equal to the same request run offline."""
+    fields = {"text": "slow blues", "chords": "E:0 A:6 B:12", "duration": 15, "overlap": 2.5, "steps": 2, "seed": 11}
+    r = _post(f"{service['url']}/v1/generate", fields)
+    assert r.status_code == 200, r.text
+    audio, sr, _ = _wav(r.content)
+    assert sr == 32000 and audio.shape[-1] == 15 * 32000
+    ref = offline.generate(["slow blues"], chords="E:0 A:6 B:12", duration=15, overlap=2.5, steps=2, seed=11,
+                           progress=False)
+    np.testing.assert_allclose(audio[0], ref.audio[0, 0], atol=1e-5)
+
+
 def test_melody_upload_equals_offline(service, tmp_path):
     from jasco_runtime import JascoPipeline
 

@@ -17,7 +17,7 @@ Requests share a solve only when that cannot change their results:
 * same padded text length: a request's prompts are tokenized together and padded to its longest, and the
   flow step's cross-attention has no key mask, so the padded length changes the output (BEHAVIOUR.md §7) —
   prompts of other token counts cannot join its rows without changing its result;
-* one window only: a request longer than the model's window (``duration``) runs alone.
+* one window only: a request whose ``duration`` is not the model's window runs alone.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def batch_key(pipe: "JascoPipeline", req: GenerationRequest) -> tp.Optional[Batc
     """The key of a resolved request, or ``None`` when it must run alone (dopri5, longer than one window)."""
     if req.solver == "dopri5" or req.steps is None:
         return None
-    if req.duration is not None and req.duration > pipe.manifest.duration:
-        return None
+    if req.duration is not None and abs(req.duration - pipe.manifest.duration) > 1e-9:
+        return None  # windowed (longer) or trimmed (shorter) generation: its own path
     kinds = tuple(t.kind for t in cfg_terms(req.cfg_coef_all, req.cfg_coef_txt))
     ids, _ = pipe.tokenizer(req.prompts)  # rows of dropped descriptions ('</s>', 1 token) never set the length
     return BatchKey(req.solver, int(req.steps), kinds, int(ids.shape[1]), _given(req.chords), req.drums is not None,

@@ -335,3 +335,14 @@ def generate_song(pipe: "JascoPipeline", plan: WindowPlan, req: "GenerationReque
     timings["total"] = total()
     return GenerationResult(audio=audio, latents=song, sample_rate=m.sample_rate, nfe=nfe, timings=timings,
                             terms=list(terms), windows=results)
+
+
+def plan_for_folder(folder: tp.Any, duration: float, overlap: tp.Optional[float] = None) -> WindowPlan:
+    """The window plan of ``duration`` seconds for an export folder; the maximum duration is what its decoder
+    graph takes (a decoder exported for one window only serves one window)."""
+    decoder_frames = folder.graphs["encodec_decoder"].max_size("frames")
+    if decoder_frames is None and seconds("duration", duration) > folder.duration:
+        raise InputError(f"the decoder of {folder.folder} was exported for {folder.duration:g}-s clips only; re-export "
+                         f"with this version of jasco-export for songs up to {EXPORT_MAX_DURATION:g} s")
+    return plan_windows(duration, overlap, folder.n_frames, folder.frame_rate, folder.segment_samples // folder.n_frames,
+                        folder.sample_rate, max_duration=(decoder_frames or folder.n_frames) / folder.frame_rate)

@@ -258,13 +258,7 @@ class JascoPipeline:
     def window_plan(self, duration: float, overlap: tp.Optional[float] = None) -> longform.WindowPlan:
         """How ``duration`` seconds split into windows sharing ``overlap`` seconds (default
         ``longform.DEFAULT_OVERLAP``); the maximum duration is what the export's decoder takes."""
-        m = self.manifest
-        decoder_frames = m.graphs["encodec_decoder"].max_size("frames")
-        if decoder_frames is None and longform.seconds("duration", duration) > m.duration:
-            raise InputError(f"the decoder of {m.folder} was exported for {m.duration:g}-s clips only; re-export with "
-                             f"this version of jasco-export for songs up to {longform.EXPORT_MAX_DURATION:g} s")
-        return longform.plan_windows(duration, overlap, m.n_frames, m.frame_rate, m.segment_samples // m.n_frames,
-                                     m.sample_rate, max_duration=(decoder_frames or m.n_frames) / m.frame_rate)
+        return longform.plan_for_folder(self.manifest, duration, overlap)
 
     def generate(self, descriptions: tp.Sequence[tp.Optional[str]], chords: ChordsInput = None, drums: tp.Any = None,
                  melody: tp.Any = None, cfg_coef_all: tp.Optional[float] = None, cfg_coef_txt: tp.Optional[float] = None,

@@ -175,6 +175,7 @@ class JascoIngress:
         return {
             "model": f.model_id, "variant": f.raw["model"].get("variant"), "conditioners": sorted(f.conditioners),
             "sample_rate": f.sample_rate, "duration": f.duration, "frame_rate": f.frame_rate,
+            "max_duration": (f.graphs["encodec_decoder"].max_size("frames") or f.n_frames) / f.frame_rate,
             "defaults": {k: v for k, v in f.defaults.items() if k != "note"},
             "profiles": {name: g.profile for name, g in f.graphs.items()},
             **self._engines,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jasco_runtime import audio_io, chords as chords_mod
+from jasco_runtime import audio_io, chords as chords_mod, longform
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
@@ -30,10 +30,10 @@ from jasco_runtime.text import TextTokenizer
 
 FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
-FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration",
+FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration", "overlap",
           "format", "normalize")
 UPLOADS = ("drums", "melody")
-_FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration")
+_FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
 SEED_RANGE = 2 ** 31  # server-picked seeds: small enough to type back
 
@@ -114,23 +114,20 @@ class InputChecker:
             cfg_coef_txt=values.get("cfg_coef_txt"), solver=values.get("solver"), steps=values.get("steps"),
             rtol=values.get("rtol"), atol=values.get("atol"),
             seed=secrets.randbelow(SEED_RANGE) if seed is None else seed, duration=values.get("duration"),
+            overlap=values.get("overlap"),
         ).resolved(self.folder.defaults)
-        self._check_duration(req.duration)
+        self._check_duration(req.duration, req.overlap)
         self._check_text(text)
         if drums is not None:
-            req.drums, req.drums_sample_rate = self._drums(drums), self.folder.sample_rate
+            req.drums, req.drums_sample_rate = self._drums(drums, req.duration), self.folder.sample_rate
         if melody is not None:
             req.melody = self._melody(melody)
         return ParsedRequest(req, FORMATS[fmt], normalize)
 
-    def _check_duration(self, duration: tp.Optional[float]) -> None:
-        # TODO(longform): once JascoPipeline.generate takes `duration` (windowed generation), drop this check —
-        # jasco_runtime.batching already runs longer-than-window requests alone, and _drums must then prepare
-        # `duration` seconds of drums instead of one window.
-        window = self.folder.duration
-        if duration is not None and abs(duration - window) > 1e-9:
-            raise InputError(f"duration {duration:g} s is not served yet: this service generates one {window:g} s "
-                             f"window; leave duration out or set it to {window:g}")
+    def _check_duration(self, duration: tp.Optional[float], overlap: tp.Optional[float]) -> None:
+        """Songs longer than one window (README "Longer songs"): the plan is checked before queueing."""
+        if duration is not None or overlap is not None:
+            longform.plan_for_folder(self.folder, self.folder.duration if duration is None else duration, overlap)
 
     def _check_text(self, text: str) -> None:
         ids, _ = self.tokenizer([text])
@@ -159,12 +156,12 @@ class InputChecker:
             chords_mod.frame_chords(progression, self.chords_mapping, f.frame_rate, f.duration)
         return progression or None
 
-    def _drums(self, data: bytes) -> np.ndarray:
-        """The drums upload → mono float32 at the model rate, one window long (what the pipeline would feed)."""
+    def _drums(self, data: bytes, duration: tp.Optional[float] = None) -> np.ndarray:
+        """The drums upload → mono float32 at the model rate, one window (or ``duration``) long."""
         if not self.folder.has_drums:
             raise InputError("this model has no drums conditioner; drop the drums upload")
         wav, sr = audio_io.read_audio_bytes(data, "drums upload")
-        return audio_io.prepare_drums(wav, sr, self.folder.sample_rate, self.folder.duration)
+        return audio_io.prepare_drums(wav, sr, self.folder.sample_rate, max(duration or 0.0, self.folder.duration))
 
     def _melody(self, data: bytes) -> np.ndarray:
         if not self.folder.has_melody:

@@ -24,6 +24,7 @@ async function loadModel() {
     $("model-info").textContent = `Model ${m.model} (${m.conditioners.join(", ")}), ${m.duration} s at ` +
       `${m.sample_rate} Hz, ${m.backend} ${m.precision}.`;
     $("duration").value = m.duration;
+    $("duration").max = m.max_duration;
     if (!m.conditioners.includes("melody")) {
       $("melody-fieldset").hidden = true;
     }
