@@ -246,3 +246,27 @@ def test_drums_gate_tolerates_a_near_tie_code_flip_but_not_many():
     bad = compare_drums("d", key, "onnxruntime", {"drums": emb, "codes": codes}, {"drums": emb, "codes": many},
                         Gate("max_abs", 1e-4))
     assert bad["status"] == "FAIL" and "codes agree" in bad["reason"]
+
+
+# -- the TensorRT branch, through the strict stand-in (issue 12 §2) -----------------------------------------------
+def test_verify_runs_tensorrt_engines_and_fails_a_damaged_plan(tiny_engines, tmp_path, trt_standin):
+    from jasco_runtime.cli import main
+    from jasco_runtime.export_folder import ExportFolder
+
+    folder = _copy(tiny_engines, tmp_path)
+    trt_standin.build_engines(folder)
+    engines = [str(a.key) for a in ExportFolder.open(folder).artifacts() if a.key.backend == "tensorrt"]
+    assert len(engines) == 4 and "drums_encoder fp32 tensorrt" in engines  # fp32-only graph → fp32 engine
+    before = trt_standin.snapshot()
+    assert main(["verify", str(folder), "--backend", "tensorrt"]) == 0
+    assert trt_standin.snapshot() == before  # every engine and generation freed its device memory
+    report = json.loads((folder / "verify.json").read_text())
+    passed = {r["artifact"] for r in report["rows"] if r["status"] == "PASS" and r["artifact"]}
+    assert passed == set(engines)  # ONNX artifacts are "not selected" SKIPs, each engine checked
+    assert any(r["check"].startswith("e2e/") and r["backend"] == "tensorrt" and r["status"] == "PASS"
+               for r in report["rows"])
+    plan = folder / "flow_step.fp16.plan"
+    plan.write_bytes(plan.read_bytes()[: plan.stat().st_size // 3])
+    assert main(["verify", str(folder), "--backend", "tensorrt", "--no-e2e"]) == 1
+    rows = [r for r in json.loads((folder / "verify.json").read_text())["rows"] if r["artifact"] == "flow_step fp16 tensorrt"]
+    assert rows and rows[0]["status"] == "FAIL" and "cannot load" in rows[0]["reason"]
