@@ -61,6 +61,17 @@ def test_window_plan_hops_by_window_minus_overlap_and_ends_with_the_song():
     assert _plan(10.0).n_windows == 1
 
 
+@pytest.mark.parametrize("duration, overlap", [(30, 2.5), (30, 5), (12, 2.5), (60, 2.5), (25.3, 3.7), (59.99, 9.9),
+                                               (10.02, 0.02), (47.5, 1)])
+def test_runtime_and_reference_plan_the_same_windows(duration, overlap):
+    from jasco_export.reference.longform import plan_song
+
+    ours, ref = _plan(duration, overlap), plan_song(duration, overlap, T, FPS, 640, SR, 60.0)
+    assert (ours.n_frames, ours.n_samples) == (ref.n_frames, ref.n_samples)
+    assert [(w.start, w.known) for w in ours.windows] == list(zip(ref.starts, ref.known))
+    assert ours.windows[-1].end == ours.n_frames and all(w.known >= round(overlap * FPS) for w in ours.windows[1:])
+
+
 @pytest.mark.parametrize("duration, overlap, words", [
     (0, None, "duration must be > 0"), (-3, None, "duration must be > 0"), (float("nan"), None, "finite"),
     (float("inf"), None, "finite"), ("long", None, "duration must be a number"), (61, None, "at most 60 s"),
