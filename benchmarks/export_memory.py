@@ -104,10 +104,13 @@ def weights_bytes(*modules: tp.Any) -> int:
     return total
 
 
-def _phase_name(msg: str) -> str:
+def _phase_name(msg: str) -> tp.Optional[str]:
+    """The phase a progress line starts (``None``: not a phase, e.g. the parity table)."""
     words = msg.split()
-    if msg.startswith("parity"):
-        return " ".join(words[:3]) if len(words) > 1 and words[1] == "end-to-end:" else " ".join(words[:3])
+    if not words or words[0].startswith("|"):
+        return None
+    if words[0] == "parity":  # "parity flow_step fp32 random", "parity end-to-end: runtime fp16 (…)"
+        return " ".join(words[:4]).rstrip(":,")
     return " ".join(words[:2])
 
 
@@ -120,7 +123,9 @@ def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str
     log, load = exporter._log, JASCO.get_pretrained
 
     def phase_log(msg: str) -> None:
-        sampler.phase(_phase_name(msg))
+        name = _phase_name(msg)
+        if name:
+            sampler.phase(name)
         log(msg)
 
     def counting_load(*a: tp.Any, **k: tp.Any) -> JASCO:
