@@ -135,12 +135,23 @@ def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str
         sampler.phase("loaded")
         return jasco
 
+    def starts_phase(name: str, fn: tp.Callable[..., tp.Any]) -> tp.Callable[..., tp.Any]:
+        def wrapped(*a: tp.Any, **k: tp.Any) -> tp.Any:
+            sampler.phase(name)
+            return fn(*a, **k)
+        return wrapped
+
+    saved = {k: getattr(exporter, k) for k in ("_log", "build_tensorrt", "_parity")}
     exporter._log = phase_log
+    exporter.build_tensorrt = starts_phase("tensorrt check", exporter.build_tensorrt)
+    exporter._parity = starts_phase("parity inputs (PyTorch)", exporter._parity)
     JASCO.get_pretrained = staticmethod(counting_load)  # type: ignore[assignment]
     try:
         info["exit_code"] = cli.main(list(argv))
     finally:
-        exporter._log, JASCO.get_pretrained = log, staticmethod(load)  # type: ignore[assignment]
+        for k, v in saved.items():
+            setattr(exporter, k, v)
+        JASCO.get_pretrained = staticmethod(load)  # type: ignore[assignment]
     return info
 
 
