@@ -7,7 +7,8 @@
 
 A thread samples the process's resident set (``/proc/self/status``: ``VmRSS``, ``RssAnon``) every
 20 ms; phases are the exporter's progress lines (``loading …``, ``exporting flow_step …``,
-``converting … to mixed fp16``, ``parity …``), so the table shows which step sets the peak.  The
+``converting … to mixed fp16``, ``golden …`` (PyTorch reference outputs), ``verify …`` (ONNX Runtime
+checks)), so the table shows which step sets the peak.  The
 overall peak is the kernel's ``VmHWM`` (no sampling gap).  ``weights_gb`` is the fp32 weights the
 export covers: every parameter and buffer of the JASCO model (EnCodec included) plus T5, counted once
 per storage.  The goal (issue 12) is ``peak RSS ≤ 2.5 × weights``.
@@ -109,7 +110,7 @@ def _phase_name(msg: str) -> tp.Optional[str]:
     words = msg.split()
     if not words or words[0].startswith("|"):
         return None
-    if words[0] == "parity":  # "parity flow_step fp32 random", "parity end-to-end: runtime fp16 (…)"
+    if words[0] in ("parity", "golden", "verify"):  # "golden flow_step random: …", "verify end-to-end …"
         return " ".join(words[:4]).rstrip(":,")
     return " ".join(words[:2])
 
@@ -144,7 +145,7 @@ def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str
     saved = {k: getattr(exporter, k) for k in ("_log", "build_tensorrt", "_parity")}
     exporter._log = phase_log
     exporter.build_tensorrt = starts_phase("tensorrt check", exporter.build_tensorrt)
-    exporter._parity = starts_phase("parity inputs (PyTorch)", exporter._parity)
+    exporter._parity = starts_phase("parity: ONNX Runtime checks", exporter._parity)
     JASCO.get_pretrained = staticmethod(counting_load)  # type: ignore[assignment]
     try:
         info["exit_code"] = cli.main(list(argv))
