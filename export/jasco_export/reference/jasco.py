@@ -71,16 +71,21 @@ class JASCO:
             revision: hub revision.
         """
         files = loading.resolve_model(name, revision)
-        state, cfg_text = loading.read_release(files.state_dict)
+        state, cfg_text = loading.read_release(files.state_dict)  # memory-mapped: no copy of the weights
         cfg = parse_xp_cfg(cfg_text)
-        compression = loading.load_compression_model(files.compression_state_dict)
         t5_model, tokenizer = (None, None)
         t5_name = t5 or cfg.t5_name
         if t5_name is not None:
             t5_model, tokenizer = loading.load_t5(t5_name)
         t5_dim = t5_model.config.d_model if t5_model is not None else None
-        model = build_flow_model(cfg, t5_dim=t5_dim, compression_model=compression)
-        loading.strict_load(model, state, what=str(files.state_dict))
+        # JASCO is built without storage and takes the checkpoint tensors as they are, so its weights
+        # exist once; EnCodec is built on CPU (it computes non-persistent buffers at init) and its
+        # random weights are replaced by the state dict's copy (BEHAVIOUR.md §12)
+        compression = loading.load_compression_model(files.compression_state_dict)
+        with torch.device("meta"):
+            model = build_flow_model(cfg, t5_dim=t5_dim, compression_model=compression)
+        loading.strict_load(model, state, what=str(files.state_dict), assign=True)
+        del state
         if t5_model is not None:
             model.condition_provider.conditioners["description"].attach(t5_model, tokenizer)
         mapping = load_chord_mapping(loading.find_chords_mapping(files, chords_mapping_path)) \

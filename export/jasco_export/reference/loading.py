@@ -5,13 +5,16 @@ is a local directory holding ``state_dict.bin`` and ``compression_state_dict.bin
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import pickle
 import re
 import typing as tp
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +139,15 @@ def load_checkpoint(path: Path) -> tp.Dict[str, tp.Any]:
     return pkg
 
 
-def read_release(path: Path) -> tp.Tuple[tp.Dict[str, torch.Tensor], str]:
-    """(``best_state``, ``xp.cfg`` YAML text) of a release ``state_dict.bin``."""
-    pkg = load_checkpoint(path)
+def read_release(path: Path, mmap: bool = True) -> tp.Tuple[tp.Dict[str, torch.Tensor], str]:
+    """(``best_state``, ``xp.cfg`` YAML text) of a release ``state_dict.bin``.
+
+    ``mmap``: the tensors are views of the memory-mapped file (zip checkpoints, i.e. every
+    ``torch.save`` since torch 1.6), so loading costs no copy of the weights; see :func:`strict_load`
+    with ``assign=True`` to make them the model's parameters.
+    """
+    with _mmap_loads(mmap and zipfile.is_zipfile(path)):
+        pkg = load_checkpoint(path)
     missing = [k for k in ("best_state", "xp.cfg") if k not in pkg]
     if missing:
         raise CheckpointError(f"{path} lacks {missing}; expected an audiocraft release state_dict.bin "
@@ -147,6 +156,19 @@ def read_release(path: Path) -> tp.Tuple[tp.Dict[str, torch.Tensor], str]:
     if not isinstance(cfg, str):
         cfg = json.dumps(cfg) if isinstance(cfg, dict) else str(cfg)
     return dict(pkg["best_state"]), cfg
+
+
+@contextlib.contextmanager
+def _mmap_loads(enabled: bool) -> tp.Iterator[None]:
+    """``torch.load`` calls inside memory-map the file (torch.utils.serialization.config.load.mmap)."""
+    from torch.utils.serialization import config
+
+    saved = config.load.mmap
+    config.load.mmap = enabled
+    try:
+        yield
+    finally:
+        config.load.mmap = saved
 
 
 # -- weight-norm key styles -------------------------------------------------------------------------
@@ -184,8 +206,14 @@ def _normalize_attention_keys(state: tp.Dict[str, torch.Tensor], targets: tp.Set
     return out
 
 
-def strict_load(module: torch.nn.Module, state: tp.Dict[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """``load_state_dict(strict=True)`` with a readable diff of missing / unexpected / mis-shaped keys."""
+def strict_load(module: torch.nn.Module, state: tp.Dict[str, torch.Tensor], what: str = "checkpoint",
+                assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with a readable diff of missing / unexpected / mis-shaped keys.
+
+    ``assign``: the checkpoint tensors become the module's parameters and buffers (cast to the module's
+    dtype where they differ) instead of being copied into them; for a module built on the meta device,
+    so the weights exist once.
+    """
     own = module.state_dict()
     state = _normalize_attention_keys(normalize_weight_norm_keys(state, own.keys()), set(own))
     missing = sorted(set(own) - set(state))
@@ -203,7 +231,13 @@ def strict_load(module: torch.nn.Module, state: tp.Dict[str, torch.Tensor], what
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches: {show(shapes)}")
         raise CheckpointError(f"{what} does not match the architecture in its xp.cfg — " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)
+    if assign:
+        meta = [k for k, v in itertools.chain(module.named_parameters(), module.named_buffers()) if v.is_meta]
+        if meta:  # tensors outside the state dict (non-persistent buffers) cannot come from the checkpoint
+            raise CheckpointError(f"{what}: {len(meta)} tensors not in the checkpoint stay unset ({meta[0]}, ...)")
 
 
 # -- external models --------------------------------------------------------------------------------

@@ -243,6 +243,7 @@ ENCODEC_32KHZ_CONFIG: tp.Dict[str, tp.Any] = {
 }
 """``facebook/encodec_32khz``'s architecture (transformers ``EncodecConfig`` fields; 4 quantizers)."""
 
+CALIBRATION_CHUNK = 8  # calibration items per encoder pass
 LATENT_STD = 4.0102  # compression_model_latent_std of the JASCO releases: the tiny encoder is scaled to it
 
 
@@ -384,7 +385,9 @@ def make_tiny_encodec(out_dir: PathLike, seed: int = 0, num_filters: int = 8, co
     _unit_scale_convs_(model.encoder, lambda: model.encoder(probe), last_std=latent_std)
     probe_latents = model.encoder(probe)
     _unit_scale_convs_(model.decoder, lambda: model.decoder(probe_latents), last_std=0.1)
-    latents = model.encoder(audio)
+    # in chunks of items: one pass over all of them holds several activations of [items, filters, samples]
+    # (≈ 10 GB at encodec_32khz's 64 filters and 2048 codes); the tiny preset's 8 items are one chunk
+    latents = torch.cat([model.encoder(chunk) for chunk in audio.split(CALIBRATION_CHUNK)])
 
     residual = latents.permute(0, 2, 1).reshape(-1, config.codebook_dim).double()
     for layer in model.quantizer.layers[: config.num_quantizers]:

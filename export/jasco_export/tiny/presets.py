@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from ..reference.builders import build_flow_model
+from ..reference.conditioners import CompressionModel
 from ..reference.config import parse_xp_cfg
 
 logger = logging.getLogger(__name__)
@@ -130,11 +131,20 @@ def write_tiny_jasco(folder: Path, melody: bool, t5_dim: int, encodec: torch.nn.
     """Write ``state_dict.bin``, ``compression_state_dict.bin`` and the chords mapping into ``folder``."""
     yaml_text = tiny_xp_cfg(melody, org=org, **arch)
     cfg = parse_xp_cfg(yaml_text)
-    model = build_flow_model(cfg, t5_dim=t5_dim, compression_model=encodec)
+    # built on the meta device and materialised uninitialised: randomize_ writes every parameter (the
+    # model has no buffers), so a default init would only cost time and a second copy of the weights
+    with torch.device("meta"):
+        model = build_flow_model(cfg, t5_dim=t5_dim)
+    assert not list(model.buffers()), "to_empty would leave buffers uninitialised"
+    model = model.to_empty(device="cpu")
     gen = torch.Generator().manual_seed(seed)
-    randomize_(model, gen, skip_prefix="condition_provider.conditioners.self_wav.compression_model.")
+    randomize_(model, gen)  # same draws as with the EnCodec attached: its parameters were skipped
+    if "self_wav" in model.condition_provider.conditioners:  # as build_flow_model attaches it
+        model.condition_provider.conditioners["self_wav"].compression_model = CompressionModel(encodec)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = dict(model.state_dict())  # every tensor owns its storage: saved as is, without a copy
+    assert all(v.is_contiguous() and v.untyped_storage().nbytes() == v.numel() * v.element_size()
+               for v in state.values())
     torch.save({"best_state": state, "xp.cfg": yaml_text, "version": "1.4.0a2", "exported": True},
                folder / "state_dict.bin")
     torch.save({"pretrained": f"{org}/encodec_32khz"}, folder / "compression_state_dict.bin")
