@@ -6,7 +6,6 @@ is a local directory holding ``state_dict.bin`` and ``compression_state_dict.bin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from jasco_runtime.files import sha256_file
 
 from ..errors import CheckpointError, ModelNotFoundError
 
@@ -46,17 +47,7 @@ class ModelFiles:
     extra: tp.Dict[str, Path] = field(default_factory=dict)
 
     def sha256(self) -> tp.Dict[str, str]:
-        return {p.name: file_sha256(p) for p in (self.state_dict, self.compression_state_dict)}
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
+        return {p.name: sha256_file(p) for p in (self.state_dict, self.compression_state_dict)}
 
 
 def _hub_download(repo_id: str, filename: str, revision: tp.Optional[str]) -> Path:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from jasco_runtime.files import sha256_file
+
 PathLike = tp.Union[str, "os.PathLike[str]"]
 
 __all__ = [
@@ -415,14 +417,6 @@ def hub_repo_folder(cache_dir: PathLike, repo_id: str, repo_type: str = "model")
     return Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _collect_files(files: tp.Union[PathLike, tp.Mapping[str, PathLike]]) -> tp.Dict[str, Path]:
     if isinstance(files, tp.Mapping):
         out = {str(k).replace(os.sep, "/"): Path(v) for k, v in files.items()}
@@ -457,7 +451,7 @@ def write_hub_repo(cache_dir: PathLike, repo_id: str, files: tp.Union[PathLike, 
 
     revision = revision or constants.DEFAULT_REVISION
     items = _collect_files(files)
-    digests = {name: _sha256(path) for name, path in items.items()}
+    digests = {name: sha256_file(path) for name, path in items.items()}
     if commit_hash is None:
         h = hashlib.sha1()
         for name in sorted(digests):
