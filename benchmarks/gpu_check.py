@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jasco_runtime.metrics import rel_l2
+
 PROMPTS = ["funky groove with slap bass", "a calm piano ballad"]
 DEMO = dict(cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=10, chords="C:0 F:4 G:6", progress=False)
 MEMORY_GROWTH_LIMIT = 16 << 20  # bytes over 20 generations (allocator rounding, not per-generation leaks)
@@ -91,11 +93,6 @@ class Report:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-
-def rel_l2(got: np.ndarray, ref: np.ndarray) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
-
 
 def versions() -> tp.Dict[str, tp.Any]:
     import importlib.metadata as md
