@@ -231,6 +231,7 @@ def _run_export(opts: ExportOptions) -> ExportResult:
         if jasco.chords_mapping:
             save_chord_mapping_json(jasco.chords_mapping, tmp / "chords_mapping.json")
             folder.add_file("chords_mapping", "chords_mapping.json", save=False)
+        spec = None  # the loop variable holds a graph module (and with it the memory-mapped checkpoint)
         for name, spec in graphs.items():
             t = time.perf_counter()
             export_artifacts(folder, spec, opts, jasco.cfg.transformer.num_heads)
@@ -242,7 +243,7 @@ def _run_export(opts: ExportOptions) -> ExportResult:
             from .parity.golden import write_golden_set
 
             folder.set_record("golden", write_golden_set(jasco, graphs, folder.golden_dir, opts.end_to_end, log=_log))
-        del jasco, graphs  # every later step runs ONNX Runtime / TensorRT only: free the PyTorch model first
+        del jasco, graphs, spec  # every later step runs ONNX Runtime / TensorRT only: free the PyTorch model first
         gc.collect()
         parity = _parity(folder, opts)
         timings["parity"] = time.perf_counter() - t
