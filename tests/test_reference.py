@@ -251,6 +251,27 @@ def test_real_drum_stem_gives_varied_codes(tiny_cd):
     assert codes.shape == (1, 500) and codes.unique().numel() > 3
 
 
+def test_cfg_batch_encodes_each_distinct_drum_stem_once_with_the_batched_codes(tiny_cd):
+    """The reference encodes the stem once per distinct waveform (memory); the codes must equal audiocraft's way,
+    one batched EnCodec call over every CFG row (kept rows: the stem, dropped rows: zeros)."""
+    import soundfile as sf
+
+    wav, sr = sf.read(str(shared_path("assets", "sep_drums_1.mp3")), dtype="float32", always_2d=True)
+    stem = tiny_cd.prepare_drums(torch.from_numpy(wav.T), sr)[0]
+    other = torch.roll(stem, 4000, dims=-1)
+    batch = torch.stack([stem, other, torch.zeros_like(stem), stem, torch.zeros_like(stem), other])
+    drums = tiny_cd.model.condition_provider.conditioners["self_wav"]
+    calls = []
+    original = drums.drum_codes
+    drums.drum_codes = lambda w, **kw: calls.append(w.shape[0]) or original(w, **kw)
+    try:
+        distinct = drums.distinct_drum_codes(batch)
+    finally:
+        del drums.drum_codes
+    assert calls == [1, 1, 1]  # three distinct waveforms, each encoded alone
+    torch.testing.assert_close(distinct, drums.drum_codes(batch), rtol=0, atol=0)
+
+
 def test_drum_separation_is_opt_in_with_a_clear_error_when_unavailable(tiny_cd):
     import importlib.util
 

@@ -96,6 +96,51 @@ def test_chunking_above_max_batch_gives_the_same_result(pipe, tiny_engines):
     np.testing.assert_allclose(small.generate(PROMPTS, **kw).latents, pipe.generate(PROMPTS, **kw).latents, atol=1e-5)
 
 
+def test_low_memory_holds_one_graph_at_a_time_with_identical_results(pipe, tiny_engines, monkeypatch):
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime import pipeline as pipeline_mod
+
+    live, peak, opened = set(), [0], []
+    real_open = pipeline_mod.open_engine
+
+    def counting_open(folder, key, providers=None):
+        engine = real_open(folder, key, providers)
+        live.add(key.graph)
+        opened.append(key.graph)
+        peak[0] = max(peak[0], len(live))
+        real_close = engine.close
+        engine.close = lambda: (live.discard(key.graph), real_close())
+        return engine
+
+    monkeypatch.setattr(pipeline_mod, "open_engine", counting_open)
+    lean = JascoPipeline.from_dir(tiny_engines.out, backend="onnxruntime", providers=["cpu"], low_memory=True)
+    assert not live  # nothing is opened before a generation needs it
+    drums, sr = _drums()
+    noise = np.random.default_rng(5).standard_normal((2, 500, 128)).astype(np.float32)
+    kw = dict(chords=CHORDS, drums=drums, drums_sample_rate=sr, cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler",
+              steps=3, init_noise=noise, progress=False)
+    with lean:
+        got = lean.generate(PROMPTS, **kw)
+        assert peak[0] == 1 and opened == ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
+    assert not live  # closing the pipeline closes the graph still open
+    want = pipe.generate(PROMPTS, **kw)
+    np.testing.assert_array_equal(got.latents, want.latents)
+    np.testing.assert_array_equal(got.audio, want.audio)
+
+
+def test_low_memory_reports_a_missing_graph_when_opened(tiny_engines, tmp_path):
+    import shutil
+
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.errors import InputError
+
+    copy = tmp_path / "engines"
+    shutil.copytree(tiny_engines.out, copy)
+    (copy / "encodec_decoder.fp32.onnx").unlink()
+    with pytest.raises(InputError, match="encodec_decoder.fp32.onnx is missing"):
+        JascoPipeline.from_dir(copy, backend="onnxruntime", providers=["cpu"], low_memory=True)
+
+
 def _run(*args: str, block_torch: bool = True) -> subprocess.CompletedProcess:
     code = (BLOCK_TORCH if block_torch else "") + "from jasco_runtime.cli import main; raise SystemExit(main())"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)

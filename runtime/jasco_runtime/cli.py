@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA; int8: CPU flow step, if exported)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="hold one graph at a time (peak = the largest graph, for 8-16 GB boards); each graph is "
+                        "loaded when the generation reaches it")
     p.add_argument("--out", required=True, type=Path, help="OUT.wav; with several prompts OUT_0.wav, OUT_1.wav, ...")
     p.add_argument("--format", default="float", choices=["float", "pcm16"], help="wav sample format")
     p.add_argument("--normalize", choices=["peak", "loudness"], help="normalise each clip")
@@ -161,7 +164,7 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
                             rtol=a.rtol, atol=a.atol, seed=a.seed, duration=a.duration, overlap=a.overlap,
                             **_inputs(a, folder)).resolved(folder.defaults)
     pipe = JascoPipeline.from_dir(a.engines, backend=a.backend, providers=[a.provider] if a.provider else None,
-                                  precision=a.precision)
+                                  precision=a.precision, low_memory=a.low_memory)
     res = pipe.run(req, progress=not a.no_progress)
     subtype = "PCM_16" if a.format == "pcm16" else "FLOAT"
     files = [(path, audio_io.encode_wav(clip, res.sample_rate, subtype=subtype, normalize=a.normalize))

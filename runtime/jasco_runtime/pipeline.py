@@ -17,6 +17,7 @@ import numpy as np
 
 from . import audio_io, chords as chords_mod, longform
 from .backends import available_backends, open_engine, tensorrt_unavailable_reason
+from .engine_set import EngineSet, close_engine
 from .errors import InputError, JascoError
 from .guidance import CFGTerm, cfg_terms, combine_vector_fields
 from .request import ChordsInput, GenerationRequest
@@ -60,15 +61,18 @@ def _timer() -> tp.Callable[[], float]:
     return lambda: time.perf_counter() - start
 
 
-def _close_all(engines: tp.Mapping[str, tp.Any]) -> None:
-    for engine in engines.values():
-        getattr(engine, "close", lambda: None)()
+def _close_all(engines: tp.Any) -> None:
+    if isinstance(engines, EngineSet):
+        engines.close()
+    else:
+        for engine in engines.values():
+            close_engine(engine)
 
 
 class JascoPipeline:
     """Exported JASCO graphs + tokenizer + tables, driven by numpy."""
 
-    def __init__(self, manifest: ExportFolder, engines: tp.Dict[str, tp.Any], backend: str):
+    def __init__(self, manifest: ExportFolder, engines: tp.Union[EngineSet, tp.Dict[str, tp.Any]], backend: str):
         self.manifest = manifest
         self.engines = engines
         self.backend = backend
@@ -79,9 +83,12 @@ class JascoPipeline:
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_dir(cls, engines_dir: tp.Union[str, os.PathLike], backend: str = "auto",
-                 providers: tp.Optional[tp.Sequence[str]] = None, precision: tp.Optional[str] = None) -> "JascoPipeline":
+                 providers: tp.Optional[tp.Sequence[str]] = None, precision: tp.Optional[str] = None,
+                 low_memory: bool = False) -> "JascoPipeline":
         """Open an export folder.  ``backend``: 'auto' (TensorRT engines if built and importable, else
-        ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' | 'int8' (ONNX Runtime; int8 is CPU flow-step only)."""
+        ONNX Runtime), 'tensorrt' or 'onnxruntime'; ``precision``: 'fp32' | 'fp16' | 'int8' (ONNX Runtime; int8 is
+        CPU flow-step only); ``low_memory``: hold one graph at a time (:class:`EngineSet`), each opened when a
+        generation reaches it — the peak is the largest graph, each clip pays the graphs' load time."""
         folder = ExportFolder.open(engines_dir)
         names = folder.runtime_graphs()
         has_trt = all(folder.has(folder.resolve(n, "tensorrt", "fp16")) for n in names)
@@ -102,13 +109,11 @@ class JascoPipeline:
             raise InputError(f"{folder.folder} has no {precision} flow_step graph (has: {', '.join(have)}); re-export with "
                              f"`jasco-export --precision fp32,{precision}` or pick another --precision")
         kind = "tensorrt" if backend == "tensorrt" else "onnx"
-        engines: tp.Dict[str, tp.Any] = {}
-        try:
-            for n in names:
-                engines[n] = open_engine(folder, folder.resolve(n, kind, precision), providers)
-        except BaseException:
-            _close_all(engines)
-            raise
+        keys = {n: folder.resolve(n, kind, precision) for n in names}
+        for key in keys.values() if low_memory else ():  # opened later: a missing file must fail now
+            if not folder.path(key).is_file():
+                raise InputError(f"graph file {folder.path(key)} is missing; re-run jasco-export or copy the folder again")
+        engines = EngineSet(names, lambda n: open_engine(folder, keys[n], providers), one_at_a_time=low_memory)
         return cls(folder, engines, backend)
 
     def close(self) -> None:

@@ -189,8 +189,9 @@ def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden
     check = f"e2e/{s['solver']}{s['steps']}"
     log(f"verify end-to-end {rb} {precision} ({s['solver']} {s['steps']})")
     try:
+        # one graph at a time: right after an export this runs next to the golden set, on an edge board next to little
         pipe = JascoPipeline.from_dir(folder.folder, backend=rb, providers=providers,
-                                      precision=precision if backend == "onnx" else None)
+                                      precision=precision if backend == "onnx" else None, low_memory=True)
         try:
             res = pipe.generate(case.prompts, chords=[tuple(c) for c in s["chords"]] if s.get("chords") else None,
                                 drums=case.drums, drums_sample_rate=s.get("drums_sample_rate"), melody=case.melody,

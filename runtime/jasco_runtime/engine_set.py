@@ -1,0 +1,60 @@
+"""The pipeline's graphs, either all open at once or opened one at a time.
+
+A generation uses its graphs in stages (text encoder, drums encoder → flow step for the whole ODE
+solve → EnCodec decoder), so holding only the graph in use bounds the memory at the largest graph
+instead of their sum.  That is what ``verify`` runs (its end-to-end check after an export must not hold
+every graph next to the golden set) and what ``jasco-run --low-memory`` offers 8–16 GB edge boards,
+at the cost of opening each graph once per clip.
+"""
+from __future__ import annotations
+
+import typing as tp
+
+from .backends.base import Engine
+
+Opener = tp.Callable[[str], Engine]
+
+
+def close_engine(engine: tp.Any) -> None:
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+
+
+class EngineSet:
+    """Graph name → open engine.  ``one_at_a_time``: open a graph on first use and close the previous one."""
+
+    def __init__(self, names: tp.Sequence[str], opener: Opener, one_at_a_time: bool = False):
+        self.names = list(names)
+        self.one_at_a_time = one_at_a_time
+        self._opener = opener
+        self._open: tp.Dict[str, Engine] = {}
+        if not one_at_a_time:
+            try:
+                for name in self.names:
+                    self._open[name] = opener(name)
+            except BaseException:
+                self.close()
+                raise
+
+    def __getitem__(self, name: str) -> Engine:
+        if name not in self.names:
+            raise KeyError(name)
+        if name not in self._open:
+            self.close()  # only reached one at a time: the graph in use is the only one in memory
+            self._open[name] = self._opener(name)
+        return self._open[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    @property
+    def opened(self) -> tp.List[str]:
+        """Graphs open now."""
+        return list(self._open)
+
+    def close(self) -> None:
+        """Close every open engine (TensorRT device buffers are not garbage-collected)."""
+        engines, self._open = list(self._open.values()), {}
+        for engine in engines:
+            close_engine(engine)
