@@ -152,7 +152,7 @@ def test_cli_generates_wavs_without_torch(tiny_engines, tmp_path):
     out = tmp_path / "song.wav"
     r = _run("--engines", str(tiny_engines.out), "--text", "funk", "--text", "piano", "--chords", "C:0 F:4 G:6",
              "--drums", str(shared_path("assets", "sep_drums_1.mp3")), "--steps", "3", "--seed", "1", "--out", str(out),
-             "--save-latents", str(tmp_path / "lat.npy"), "--json", "--no-progress")
+             "--save-latents", str(tmp_path / "lat.npy"), "--json", "--no-progress", "--low-memory")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["nfe"] == 3 and len(summary["outputs"]) == 2

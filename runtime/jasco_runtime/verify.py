@@ -133,6 +133,7 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
     path = folder.folder / folder.artifact(key).file
     if not path.is_file():
         return [_row(key.graph, key, backend, key.precision, "FAIL", reason=f"file {path.name} is missing")]
+    log(f"verify {key} (loading)")  # its own progress line: loading a large graph takes a while and memory
     try:
         engine = open_engine(folder, key, providers)
     except Exception as exc:  # noqa: BLE001 - fail closed: any load error is a FAIL row with its reason
