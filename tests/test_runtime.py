@@ -243,3 +243,36 @@ def test_asking_for_a_precision_that_was_not_exported_is_clear(tiny_engines, tmp
     """No silent fp32 fallback for the flow step (the tiny export has fp32 + fp16, no int8)."""
     r = _run("--engines", str(tiny_engines.out), "--precision", "int8", "--text", "x", "--out", str(tmp_path / "o.wav"))
     assert r.returncode == 2 and "no int8 flow_step" in r.stderr and "--precision fp32,int8" in r.stderr
+
+
+def test_engine_set_opens_and_closes_as_declared():
+    from jasco_runtime.engine_set import EngineSet
+
+    events = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+            events.append(("open", name))
+
+        def close(self):
+            events.append(("close", self.name))
+
+    eager = EngineSet(["a", "b"], Fake)
+    assert eager.opened == ["a", "b"] and eager["b"] is eager["b"]
+    eager.close()
+    assert events == [("open", "a"), ("open", "b"), ("close", "a"), ("close", "b")] and eager.opened == []
+    events.clear()
+    lazy = EngineSet(["a", "b"], Fake, one_at_a_time=True)
+    assert events == [] and lazy.get("c") is None
+    first = lazy["a"]
+    assert lazy["a"] is first and lazy.opened == ["a"]
+    lazy["b"]
+    assert events == [("open", "a"), ("close", "a"), ("open", "b")] and lazy.opened == ["b"]
+    replacement = Fake("replacement")
+    lazy["a"] = replacement  # a wrapper in place of a graph: the open one is closed, the wrapper is used
+    assert lazy["a"] is replacement and lazy.opened == ["a"] and ("close", "b") in events
+    with pytest.raises(KeyError):
+        lazy["missing"]
+    lazy.close()
+    assert events[-1] == ("close", "replacement")

@@ -45,6 +45,18 @@ class EngineSet:
             self._open[name] = self._opener(name)
         return self._open[name]
 
+    def __setitem__(self, name: str, engine: Engine) -> None:
+        """Use ``engine`` for ``name`` (a wrapper or a replacement); one at a time, until another graph is opened."""
+        if name not in self.names:
+            self.names.append(name)
+        if self.one_at_a_time:
+            for other in [n for n in self._open if n != name]:
+                close_engine(self._open.pop(other))
+        self._open[name] = engine
+
+    def get(self, name: str, default: tp.Any = None) -> tp.Any:
+        return self[name] if name in self.names else default
+
     def __contains__(self, name: object) -> bool:
         return name in self.names
 
