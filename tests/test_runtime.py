@@ -269,10 +269,13 @@ def test_engine_set_opens_and_closes_as_declared():
     assert lazy["a"] is first and lazy.opened == ["a"]
     lazy["b"]
     assert events == [("open", "a"), ("close", "a"), ("open", "b")] and lazy.opened == ["b"]
-    replacement = Fake("replacement")
-    lazy["a"] = replacement  # a wrapper in place of a graph: the open one is closed, the wrapper is used
-    assert lazy["a"] is replacement and lazy.opened == ["a"] and ("close", "b") in events
+    with pytest.raises(TypeError, match="low_memory"):
+        lazy["a"] = Fake("replacement")  # it would be lost at the next switch
     with pytest.raises(KeyError):
         lazy["missing"]
     lazy.close()
-    assert events[-1] == ("close", "replacement")
+    assert events[-1] == ("close", "b") and lazy.opened == []
+    eager = EngineSet(["a"], Fake)
+    original, replacement = eager["a"], Fake("replacement")
+    eager["a"] = replacement  # a wrapper in place of a graph; the caller keeps (and closes) the original
+    assert eager["a"] is replacement and ("close", "a") not in events[-2:]

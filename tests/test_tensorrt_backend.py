@@ -248,3 +248,44 @@ def test_missing_engines_name_the_fix(tiny_engines):
 
     with pytest.raises(InputError, match="no text_encoder fp16 tensorrt engine; build it on this machine with `jasco-run build-engines"):
         JascoPipeline.from_dir(tiny_engines.out, backend="tensorrt")
+
+
+def test_engine_that_fails_the_io_check_frees_its_device_memory(trt_folder, trt_standin):
+    """An engine swapped for another graph's is refused by check_io — and closed, not left holding its buffers."""
+    shutil.copy(trt_folder / "encodec_decoder.fp16.plan", trt_folder / "text_encoder.fp16.plan")
+    with pytest.raises(InputError, match="not the text_encoder graph"):
+        _engine(trt_folder, "text_encoder")
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+
+
+def test_low_memory_tensorrt_pipeline_holds_one_engine_and_drops_it_on_close(trt_folder, trt_standin):
+    """One graph at a time on the GPU: after each stage only the open engine's buffers are allocated, a closed
+    engine keeps no execution context or engine, and the result equals the pipeline holding every engine."""
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.backends.tensorrt_backend import TensorRTEngine
+
+    held = []
+    real_execute = TensorRTEngine._execute
+
+    def execute(self, inputs):
+        held.append((self.name, trt_standin.snapshot()["streams"]))
+        return real_execute(self, inputs)
+
+    kw = dict(drums=np.random.default_rng(2).standard_normal(32000 * 3).astype(np.float32), drums_sample_rate=32000,
+              **_kw())
+    with JascoPipeline.from_dir(trt_folder, backend="tensorrt") as pipe:
+        want = pipe.generate(PROMPTS, **kw)
+    TensorRTEngine._execute = execute
+    try:
+        with JascoPipeline.from_dir(trt_folder, backend="tensorrt", low_memory=True) as lean:
+            got = lean.generate(PROMPTS, **kw)
+            flow = lean.engines["flow_step"]  # opening it closes the decoder
+            lean.engines["text_encoder"]
+            assert flow.context is None and flow.engine is None
+    finally:
+        TensorRTEngine._execute = real_execute
+    assert [n for n, _ in held] == ["text_encoder", "drums_encoder"] + ["flow_step"] * 3 + ["encodec_decoder"]
+    assert all(streams == 1 for _, streams in held)  # one engine (one stream) alive at every call
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+    np.testing.assert_array_equal(got.latents, want.latents)
+    np.testing.assert_array_equal(got.audio, want.audio)

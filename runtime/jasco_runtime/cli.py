@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
                    help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA; int8: CPU flow step, if exported)")
     p.add_argument("--low-memory", action="store_true",
                    help="hold one graph at a time (peak = the largest graph, for 8-16 GB boards); each graph is "
-                        "loaded when the generation reaches it")
+                        "loaded when the generation reaches it (per window for long songs)")
     p.add_argument("--out", required=True, type=Path, help="OUT.wav; with several prompts OUT_0.wav, OUT_1.wav, ...")
     p.add_argument("--format", default="float", choices=["float", "pcm16"], help="wav sample format")
     p.add_argument("--normalize", choices=["peak", "loudness"], help="normalise each clip")

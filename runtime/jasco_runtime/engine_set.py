@@ -46,12 +46,13 @@ class EngineSet:
         return self._open[name]
 
     def __setitem__(self, name: str, engine: Engine) -> None:
-        """Use ``engine`` for ``name`` (a wrapper or a replacement); one at a time, until another graph is opened."""
+        """Use ``engine`` for ``name`` (a wrapper or a replacement; the engine it replaces is not closed, the
+        caller owns it).  Only on a set that keeps every graph open: one at a time, it would be lost at the next
+        switch."""
+        if self.one_at_a_time:
+            raise TypeError("engines opened one at a time cannot be replaced; open the pipeline without low_memory")
         if name not in self.names:
             self.names.append(name)
-        if self.one_at_a_time:
-            for other in [n for n in self._open if n != name]:
-                close_engine(self._open.pop(other))
         self._open[name] = engine
 
     def get(self, name: str, default: tp.Any = None) -> tp.Any:

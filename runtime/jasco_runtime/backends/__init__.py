@@ -64,7 +64,13 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
             detail = text.splitlines()[0][:300] if text else type(exc).__name__
             raise InputError(f"ONNX Runtime cannot load {path} ({detail}); the file is damaged or not an ONNX graph "
                              "— re-run jasco-export or copy the folder again") from exc
-    check_io(folder, key, engine, path)
+    try:
+        check_io(folder, key, engine, path)
+    except BaseException:
+        close = getattr(engine, "close", None)  # a TensorRT engine holds device memory until closed
+        if callable(close):
+            close()
+        raise
     return engine
 
 

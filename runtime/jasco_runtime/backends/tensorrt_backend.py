@@ -151,7 +151,9 @@ class TensorRTEngine:
         return int(self.profile[self.input_names[0]][2][0])
 
     def close(self) -> None:
-        """Free every device buffer and the stream (idempotent)."""
+        """Free every device buffer and the stream, and drop the execution context and the engine (their
+        activation memory and weights are freed when the last reference goes: a caller still holding this
+        object must not keep a graph's weights on the GPU next to the next graph's).  Idempotent."""
         for t in list(self._tensors):
             t.free()
         for buf in self._buffers.values():
@@ -160,6 +162,9 @@ class TensorRTEngine:
         if self.stream is not None:
             self.stream.free()
             self.stream = None
+        self.context = None  # context before engine before runtime (TensorRT's destruction order)
+        self.engine = None
+        self._runtime = None
 
     def __enter__(self) -> "TensorRTEngine":
         return self
