@@ -110,14 +110,9 @@ def chord_index(label: tp.Optional[str], mapping: tp.Mapping[str, int], warn: bo
     return mapping[UNKNOWN]
 
 
-def frame_chords(chords: tp.Sequence[tp.Tuple[str, float]], mapping: tp.Mapping[str, int], frame_rate: float,
-                 duration: float, min_timestamp: int = 0) -> np.ndarray:
-    """Progression [(label, start_sec), ...] → chord index per frame, int64 [int(duration·frame_rate)].
-
-    audiocraft construct_frame_chords: the frame time is ``frame / frame_rate`` (float division, the
-    edges matter: 0.14 s → frame 7); changes are consumed from the front in list order, so an unsorted
-    list keeps list order; changes at or after the segment end are ignored.
-    """
+def chord_changes(chords: tp.Sequence[tp.Tuple[str, float]]) -> tp.List[tp.Tuple[float, str]]:
+    """``[(label, start_sec), ...]`` validated → ``[(start_sec, label), ...]`` in list order (audiocraft's
+    ``chord_changes`` layout); one clear error for an entry that is not a pair or has a non-finite start."""
     changes = []
     for item in chords:
         try:
@@ -126,8 +121,20 @@ def frame_chords(chords: tp.Sequence[tp.Tuple[str, float]], mapping: tp.Mapping[
         except (TypeError, ValueError) as exc:
             raise InputError(f"chord entry {item!r} is not (label, start_seconds); e.g. ('C', 0.0)") from exc
         if not math.isfinite(start):
-            raise InputError(f"chord {label!r} has a non-finite start time {start}")
+            raise InputError(f"chord {label!r} has a non-finite start time {start}; give seconds, e.g. ('C', 0.0)")
         changes.append((start, label))
+    return changes
+
+
+def frame_chords(chords: tp.Sequence[tp.Tuple[str, float]], mapping: tp.Mapping[str, int], frame_rate: float,
+                 duration: float, min_timestamp: int = 0) -> np.ndarray:
+    """Progression [(label, start_sec), ...] → chord index per frame, int64 [int(duration·frame_rate)].
+
+    audiocraft construct_frame_chords: the frame time is ``frame / frame_rate`` (float division, the
+    edges matter: 0.14 s → frame 7); changes are consumed from the front in list order, so an unsorted
+    list keeps list order; changes at or after the segment end are ignored.
+    """
+    changes = chord_changes(chords)
     indices: tp.Dict[str, int] = {}
     out = []
     current = ""

@@ -12,14 +12,12 @@ the respelling / 'UNK' policy that replaces it (BEHAVIOUR.md §14) is input hand
 """
 from __future__ import annotations
 
-import math
 import typing as tp
 
 import torch
 
-from jasco_runtime.chords import chord_index
+from jasco_runtime.chords import chord_changes, chord_index
 
-from ..errors import InputError
 
 NO_CHORD = "N"
 
@@ -51,16 +49,6 @@ def construct_frame_chords(min_timestamp: int, chord_changes: tp.List[tp.Tuple[f
 def frame_chords(chords: tp.Sequence[tp.Tuple[str, float]], mapping: tp.Mapping[str, int], frame_rate: float,
                  duration: float) -> torch.Tensor:
     """``[(label, start_sec), ...]`` → frame chords, int64 [int(duration · frame_rate)]."""
-    chords_time_first: tp.List[tp.Tuple[float, str]] = []
-    for item in chords:
-        try:
-            label, start = item
-            start = float(start)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"chord entry {item!r} is not (label, start_seconds); e.g. ('C', 0.0)") from exc
-        if not math.isfinite(start):
-            raise InputError(f"chord {label!r} has a non-finite start time {start}; give seconds, e.g. ('C', 0.0)")
-        chords_time_first.append((start, label))
-    indices = construct_frame_chords(min_timestamp=0, chord_changes=chords_time_first, mapping_dict=mapping,
+    indices = construct_frame_chords(min_timestamp=0, chord_changes=chord_changes(chords), mapping_dict=mapping,
                                      prev_chord="", frame_rate=frame_rate, segment_duration=duration)
     return torch.tensor(indices, dtype=torch.int64)
