@@ -261,11 +261,10 @@ def bind_engine(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray],
     profile (``engine.max_batch``: TensorRT engines may be built with a smaller ``--max-batch``) and bound to its
     device here, before any clock (``Engine.bind``, held until ``keep`` closes); each call runs every chunk and
     returns all outputs in host memory."""
-    from jasco_runtime.backends.base import row_chunks
+    from jasco_runtime.backends.base import bound_chunks
 
-    chunks = row_chunks({k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}, engine.max_batch)
-    placed = [keep.enter_context(engine.bind(chunk)) for chunk in chunks]
-    return lambda: _concat_rows([engine.run(chunk) for chunk in placed])
+    chunks = keep.enter_context(bound_chunks(engine, {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}))
+    return lambda: _concat_rows([engine.run(bound) for _, bound in chunks])
 
 
 def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp.Any, components: tp.Sequence[str],

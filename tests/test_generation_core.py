@@ -21,13 +21,16 @@ CFG = dict(cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler")
 
 # -- structure ------------------------------------------------------------------------------------------------
 def _module_imports(path: Path) -> tp.Set[str]:
-    """Modules of jasco_runtime imported at module level (TYPE_CHECKING blocks and function bodies excluded)."""
+    """Modules of jasco_runtime a module imports, at module level or inside functions (a deferred import is
+    still a cycle); TYPE_CHECKING blocks excluded."""
     tree = ast.parse(path.read_text())
     pkg = path.relative_to(RUNTIME.parent).with_suffix("").parts
     pkg = pkg[:-1] if pkg[-1] != "__init__" else pkg[:-1]
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test)
+                   for n in ast.walk(node)}
     out: tp.Set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
             continue
         if isinstance(node, ast.ImportFrom) and node.level:
             base = list(pkg[:len(pkg) - node.level + 1])
@@ -57,8 +60,7 @@ def test_no_import_cycle_in_the_runtime():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
-    assert "jasco_runtime.longform" not in graph["jasco_runtime.pipeline"] or \
-        "jasco_runtime.pipeline" not in graph["jasco_runtime.longform"]
+    assert "jasco_runtime.longform" in graph["jasco_runtime.pipeline"]  # the parser sees the planner's imports
 
 
 @pytest.mark.parametrize("planner", ["longform.py", "batching.py", "pipeline.py"])
@@ -89,10 +91,10 @@ def test_solvers_share_one_signature():
     from jasco_runtime.solvers import SolverSettings, solve
 
     z0 = np.ones((1, 3, 2), np.float32)
-    for settings in (SolverSettings("euler", 4), SolverSettings("midpoint", 2), SolverSettings("heun", 2),
+    for settings in (SolverSettings("euler", 4), SolverSettings("midpoint", 8), SolverSettings("heun", 8),
                      SolverSettings("dopri5", rtol=1e-5, atol=1e-5)):
         res = solve(settings, lambda t, z: -z, z0)  # dz/dt = −z: z(1) = e^-1
-        np.testing.assert_allclose(res.z, np.exp(-1) * z0, rtol=0.3 if settings.solver == "euler" else 2e-2)
+        np.testing.assert_allclose(res.z, np.exp(-1) * z0, rtol=0.3 if settings.solver == "euler" else 1e-2)
         if settings.fixed_step:
             assert res.nfe == settings.expected_nfe
 
@@ -192,6 +194,56 @@ def test_a_failed_or_cancelled_solve_frees_its_buffers(trt_pipe, trt_standin):
     assert trt_standin.snapshot() == before
 
 
+def test_an_engine_failing_mid_solve_frees_the_solves_buffers(trt_pipe, trt_standin):
+    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
+    before = trt_standin.snapshot()
+    flow = trt_pipe.engines["flow_step"]
+    real_run, calls = flow.run, []
+
+    def failing(feeds):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("TensorRT execution of flow_step failed")
+        return real_run(feeds)
+
+    flow.run = failing
+    try:
+        with pytest.raises(RuntimeError, match="execution of flow_step failed"):
+            trt_pipe.generate(["x"], steps=5, progress=False, **CFG)
+    finally:
+        del flow.run
+    assert trt_standin.snapshot() == before
+
+
+def test_a_prepared_request_pickles_its_stem_once(tiny_engines):
+    """A server ships the prepared request to a replica: a 60-s song's 51 window slices travel as one stem."""
+    import pickle
+
+    from jasco_runtime.conditioning import ConditionProvider
+    from jasco_runtime.export_folder import ExportFolder
+    from jasco_runtime.request import GenerationRequest
+
+    provider = ConditionProvider(ExportFolder.open(tiny_engines.out))
+    stem = np.random.default_rng(0).standard_normal((1, 60 * 32000)).astype(np.float32)
+    req = GenerationRequest(["x"], drums=stem, drums_sample_rate=32000, duration=60, overlap=9, steps=1)
+    prepared = provider.prepare(req.resolved(provider.folder.defaults))
+    data = pickle.dumps(prepared)
+    assert len(prepared.windows) == 51 and len(data) < 1.2 * stem.nbytes
+    back = pickle.loads(data)
+    for a, b in zip(prepared.windows, back.windows):
+        np.testing.assert_array_equal(a.drums, b.drums)
+    assert back.request.drums is None and back.request.steps == 1
+
+
+def test_a_clip_just_shorter_than_the_window_is_trimmed(tiny_engines):
+    """9.99 s is 500 latent frames but 319 680 samples: the clip has 319 680 samples, not a whole window."""
+    from jasco_runtime import JascoPipeline
+
+    res = JascoPipeline.from_dir(tiny_engines.out).generate(["x"], duration=9.99, steps=1, seed=0, progress=False,
+                                                            **CFG)
+    assert res.audio.shape == (1, 1, 319680)
+
+
 def test_per_nfe_traffic_is_what_crossed_the_device(trt_pipe, trt_standin):
     """The flow step's host↔device counters (reported per NFE in results, --json and the benchmarks) equal the
     bytes the stand-in's cudaMemcpy moved during the solve.  Today a fixed-step solve still sends z and t in and
@@ -253,6 +305,43 @@ def test_precision_and_providers_come_from_one_resolution(tiny_engines, monkeypa
     assert gpu.resolution.precision == "fp16"
     assert gpu.resolution.providers == (CUDA, CPU) and gpu.resolution.device == "cuda"
     assert _ForcedSession.opened["flow_step"].endswith("flow_step.fp16.onnx")
+
+
+def test_cuda_that_does_not_start_runs_and_reports_the_fp32_cpu_graphs(tiny_engines, monkeypatch):
+    """ONNX Runtime lists CUDA but its libraries do not load: the session falls back to the CPU.  The defaulted
+    precision then follows what runs (fp32, reopened), and the report says CPU."""
+    import onnxruntime as ort
+
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.backends.onnxruntime_backend import CPU, CUDA
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", _FallbackSession)
+    _FallbackSession.opened.clear()
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    assert pipe.resolution.to_dict() == {"backend": "onnxruntime", "precision": "fp32", "providers": [CPU],
+                                         "device": "cpu"}
+    assert [Path(p).name for p in _FallbackSession.opened if "flow_step" in p] == ["flow_step.fp16.onnx",
+                                                                                   "flow_step.fp32.onnx"]
+
+
+class _FallbackSession:
+    """What onnxruntime-gpu does when CUDA cannot start: a CPU session, ``get_providers()`` without CUDA."""
+
+    opened: tp.List[str] = []
+
+    def __init__(self, path, sess_options=None, providers=None):
+        import onnxruntime as ort
+
+        real = ort.capi.onnxruntime_inference_collection.InferenceSession
+        self._session = real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        _FallbackSession.opened.append(str(path))
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
 
 
 class _ForcedSession:

@@ -78,6 +78,7 @@ class OutputFolder:
     replaces: tp.Optional[str] = None  # what --force will replace ("an earlier export", "an empty folder")
     late_signal: tp.Optional[str] = None  # SIGINT/SIGTERM that arrived during commit (the export was finished)
     _lock: tp.Optional[tp.Tuple[int, Path]] = field(default=None, repr=False)
+    _temps: tp.List[Path] = field(default_factory=list, repr=False)
 
     # -- checks --------------------------------------------------------------------------------------------
     def check(self) -> "OutputFolder":
@@ -146,6 +147,9 @@ class OutputFolder:
         return self
 
     def __exit__(self, *exc: tp.Any) -> None:
+        for tmp in self._temps:  # a temp folder never committed (an error or a signal at any moment): removed
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._temps.clear()
         if self._lock is not None:
             fd, path = self._lock
             with contextlib.suppress(FileNotFoundError):
@@ -155,8 +159,11 @@ class OutputFolder:
 
     # -- writing -------------------------------------------------------------------------------------------
     def temp_dir(self) -> Path:
-        """A new hidden sibling folder to build the export in (same file system, so renames are atomic)."""
-        return Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        """A new hidden sibling folder to build the export in (same file system, so renames are atomic); removed
+        when the block ends unless :meth:`commit` put it in place."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        self._temps.append(tmp)
+        return tmp
 
     def commit(self, tmp: Path) -> None:
         """Put the finished ``tmp`` at ``--out``: a plain rename, or an atomic swap with the old export, which
@@ -166,6 +173,8 @@ class OutputFolder:
             raise RuntimeError("OutputFolder.commit outside its context")
         with _signals_held() as pending:
             self._put_in_place(tmp)
+            if tmp in self._temps:
+                self._temps.remove(tmp)
             self.late_signal = pending()
 
     def _put_in_place(self, tmp: Path) -> None:
@@ -180,7 +189,12 @@ class OutputFolder:
             return
         old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
         os.rename(self.out, old / "export")  # out → aside, then tmp → out, no signal in between
-        os.rename(tmp, self.out)
+        try:
+            os.rename(tmp, self.out)
+        except BaseException:
+            os.rename(old / "export", self.out)  # the old export back in place: nothing was replaced
+            old.rmdir()
+            raise
         shutil.rmtree(old)
 
 

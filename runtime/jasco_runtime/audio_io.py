@@ -167,13 +167,19 @@ def read_audio_bytes(data: bytes, source: str = "audio upload",
     return np.ascontiguousarray(wav.T), int(sr)
 
 
-def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> np.ndarray:
-    """A ``.npy`` file's bytes → float32 salience [bins, T] (pickles refused)."""
+def read_npy_bytes(data: bytes, source: str = "melody upload", expected: str = "a .npy salience matrix [53, T]") -> np.ndarray:
+    """A ``.npy`` file's bytes → its array (pickles and ``.npz`` archives refused)."""
     try:
-        mel = np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read the {source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                         f"expected a .npy salience matrix [{bins}, T]") from exc
-    if not isinstance(mel, np.ndarray):  # an .npz archive
-        raise InputError(f"the {source} is an .npz archive; expected a single .npy salience matrix [{bins}, T]")
+                         f"expected {expected}") from exc
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise InputError(f"the {source} is an .npz archive; expected a single {expected[2:]}")
+    return arr
+
+
+def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> np.ndarray:
+    """A ``.npy`` file's bytes → float32 salience [bins, T] (pickles refused)."""
+    mel = read_npy_bytes(data, source, f"a .npy salience matrix [{bins}, T]")
     return as_salience(mel, bins, source=f"the {source}")

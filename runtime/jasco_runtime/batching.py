@@ -58,7 +58,7 @@ def batch_key(prepared: PreparedRequest) -> tp.Optional[BatchKey]:
     req, plan = prepared.request, prepared.plan
     if not req.settings.fixed_step or req.steps is None:
         return None
-    if plan.n_windows != 1 or plan.n_frames != plan.window_frames:
+    if plan.n_windows != 1 or plan.n_samples != plan.window_samples:
         return None  # windowed (longer) or trimmed (shorter) generation: its own path
     w = prepared.windows[0]
     return BatchKey(req.solver, int(req.steps), tuple(t.kind for t in prepared.terms), prepared.text_tokens,

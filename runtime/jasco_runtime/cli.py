@@ -117,16 +117,11 @@ def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]
     inputs: tp.Dict[str, tp.Any] = {}
     if a.chords is not None:
         inputs["chords"] = chords.parse_chords(a.chords)
-    if a.drums is not None:
-        if not folder.has_drums:
-            raise InputError("this model has no drums conditioner; drop --drums")
+    if a.drums is not None:  # presence of the conditioner and the contents: ConditionProvider.prepare
         if not a.drums.is_file():
             raise InputError(f"drums file {a.drums} does not exist")
         inputs["drums"] = a.drums  # read by ConditionProvider.prepare, only as far as the song needs
     if a.melody is not None:
-        if not folder.has_melody:
-            raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
-                             "drop --melody")
         if not a.melody.is_file():
             raise InputError(f"melody file {a.melody} does not exist")
         inputs["melody"] = a.melody

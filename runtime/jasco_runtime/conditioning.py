@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import typing as tp
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import audio_io, chords as chords_mod, longform
+from . import audio_io, chords as chords_mod, windows as longform
 from .errors import InputError
 from .export_folder import ExportFolder
 from .guidance import CFGTerm, cfg_terms
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 Prompts = tp.Tuple[tp.Optional[str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WindowInputs:
     """The CPU inputs of one generation window, before any engine runs."""
 
@@ -41,15 +42,33 @@ class WindowInputs:
     melody: tp.Optional[np.ndarray]  # [bins, ≤ T] salience
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PreparedRequest:
-    """A request ready to run: its settings, window plan, CFG terms and every window's inputs."""
+    """A request ready to run: its settings, window plan, CFG terms and every window's inputs.
+
+    ``request`` keeps the settings only (its raw drums/melody are dropped once prepared).  Pickled (a server's
+    ingress ships it to a generator replica), the windows' drum slices travel once, as the song's stem."""
 
     request: ResolvedRequest
     plan: longform.WindowPlan
     terms: tp.Tuple[CFGTerm, ...]
     windows: tp.Tuple[WindowInputs, ...]
     text_tokens: int  # padded T5 length of the request's rows (requests of other lengths cannot share a solve)
+    song_drums: tp.Optional[np.ndarray] = None  # the fitted stem the windows' drums are views of
+
+    def __getstate__(self) -> tp.Dict[str, tp.Any]:
+        state = dict(self.__dict__)
+        if self.song_drums is not None:
+            state["windows"] = tuple(dataclasses.replace(w, drums=None) for w in self.windows)
+        return state
+
+    def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
+        song = state.get("song_drums")
+        if song is not None:
+            plan = state["plan"]
+            state["windows"] = tuple(dataclasses.replace(w, drums=longform.window_drums(song, plan, win))
+                                     for w, win in zip(state["windows"], plan.windows))
+        self.__dict__.update(state)
 
     @property
     def batch_size(self) -> int:
@@ -60,7 +79,7 @@ class PreparedRequest:
         return self.plan.n_windows == 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Conditions:
     """Condition tensors of one window's CFG batch (term-major rows)."""
 
@@ -80,14 +99,22 @@ class ConditionProvider:
 
     def __init__(self, folder: ExportFolder, tokenizer: tp.Optional[TextTokenizer] = None,
                  tables: tp.Optional[tp.Mapping[str, np.ndarray]] = None,
-                 chords_mapping: tp.Optional[tp.Mapping[str, int]] = None):
+                 chords_mapping: tp.Optional[tp.Mapping[str, int]] = None, uploads: bool = False):
         self.folder = folder
+        self.from_uploads = uploads  # inputs arrive as uploads (a server's ingress): messages say "the ... upload"
         self.tokenizer = tokenizer or TextTokenizer(folder.file("tokenizer"))
-        self.tables = dict(tables) if tables is not None else load_tables(folder.file("tables"))
+        self._tables = dict(tables) if tables is not None else None
         if chords_mapping is None:
             chords_mapping = chords_mod.load_chord_mapping(folder.file("chords_mapping")) if folder.has_chords else {}
         self.chords_mapping = chords_mapping
         self.max_text_tokens = folder.graphs["text_encoder"].max_size("text_len")
+
+    @property
+    def tables(self) -> tp.Dict[str, np.ndarray]:
+        """The condition tables (loaded on first use: preparing a request does not need them)."""
+        if self._tables is None:
+            self._tables = load_tables(self.folder.file("tables"))
+        return self._tables
 
     # -- phase 1: prepare (CPU) ------------------------------------------------------------------------------
     def plan(self, req: ResolvedRequest) -> longform.WindowPlan:
@@ -128,15 +155,17 @@ class ConditionProvider:
             windows.append(WindowInputs(window_prompts_k, tokens, frames, wd, mel))
         terms = tuple(cfg_terms(req.cfg_coef_all, req.cfg_coef_txt))
         longest = max(len(t) for w in windows for t in w.tokens)
-        return PreparedRequest(req, plan, terms, tuple(windows), longest if len(windows) == 1 else -1)
+        settings = dataclasses.replace(req, drums=None, drums_sample_rate=None, melody=None, chords=None)
+        return PreparedRequest(settings, plan, terms, tuple(windows), longest if len(windows) == 1 else -1,
+                               song_drums=drums)
 
     def _tokens(self, prompts: Prompts, cache: tp.Dict[tp.Optional[str], np.ndarray]) -> tp.Tuple[np.ndarray, ...]:
         new = [p for p in dict.fromkeys(prompts) if p not in cache]
         for p, ids in zip(new, self.tokenizer.encode_each([p or "" for p in new])):
             if self.max_text_tokens is not None and len(ids) > self.max_text_tokens:
                 raise InputError(f"a prompt is {len(ids)} T5 tokens long, the exported engines take at most "
-                                 f"{self.max_text_tokens}; shorten it or re-export with `jasco-export --max-text-tokens "
-                                 f"{len(ids)}`")
+                                 f"{self.max_text_tokens}; shorten it (an export for longer prompts takes "
+                                 f"`jasco-export --max-text-tokens {len(ids)}`)")
             cache[p] = ids
         return tuple(cache[p] for p in prompts)
 
@@ -159,7 +188,7 @@ class ConditionProvider:
         if drums is None:
             return None
         if not self.folder.has_drums:
-            raise InputError("this model has no drums conditioner; drop the drums")
+            raise InputError(f"this model has no drums conditioner; drop the drums{' upload' if self.from_uploads else ''}")
         model_rate = self.folder.sample_rate
         seconds = song_samples / model_rate
         if isinstance(drums, (str, os.PathLike)):
@@ -179,11 +208,11 @@ class ConditionProvider:
             return None
         if not self.folder.has_melody:
             raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
-                             "drop the melody")
+                             f"drop the melody{' upload' if self.from_uploads else ''}")
         bins = int(self.folder.conditioners["melody"]["bins"])
         if isinstance(melody, (str, os.PathLike)):
             return audio_io.load_melody(melody, bins)
-        return audio_io.as_salience(melody, bins)
+        return audio_io.as_salience(melody, bins, source="the melody upload" if self.from_uploads else "melody")
 
     # -- phase 2: encode (engines) -----------------------------------------------------------------------------
     def encode(self, window: WindowInputs, terms: tp.Sequence[CFGTerm], engines: tp.Any,

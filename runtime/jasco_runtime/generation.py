@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends.base import Traffic
+from .backends.base import Traffic, bound_chunks
 from .conditioning import Conditions, ConditionProvider, PreparedRequest, WindowInputs
 from .errors import JascoError
 from .export_folder import ExportFolder
@@ -34,6 +34,11 @@ if tp.TYPE_CHECKING:  # pragma: no cover
 SEED_RANGE = 2 ** 31  # seeds drawn for a request that gave none: small enough to type back
 Cancel = tp.Callable[[], bool]
 RowsField = tp.Callable[[float, np.ndarray], np.ndarray]
+
+
+def draw_seed() -> int:
+    """A seed for a request that gave none (reported back, so the clip can be generated again)."""
+    return secrets.randbelow(SEED_RANGE)
 
 
 class Cancelled(JascoError):
@@ -53,7 +58,7 @@ class GenerationResult:
     traffic: tp.Dict[str, float] = field(default_factory=dict)  # flow-step host↔device bytes / allocations per NFE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Member:
     """One request's part of a solve: its window's conditions (term-major rows) and its CFG terms."""
 
@@ -92,7 +97,7 @@ class GenerationCore:
             return req.init_noise, None
         plan = prepared.plan
         n = plan.n_frames if plan.n_windows > 1 else self.folder.n_frames
-        seed = secrets.randbelow(SEED_RANGE) if req.seed is None else int(req.seed)
+        seed = draw_seed() if req.seed is None else int(req.seed)
         shape = (len(req.prompts), n, self.folder.latent_dim)
         return np.random.default_rng(seed).standard_normal(shape).astype(np.float32), seed
 
@@ -100,25 +105,16 @@ class GenerationCore:
     @contextlib.contextmanager
     def rows_field(self, conditions: Conditions) -> tp.Iterator[RowsField]:
         """v(t, z_rows) of the flow step over every row of ``conditions``.  The conditions are bound to the
-        engine's device for the block (one copy per solve, not per evaluation) and freed when it ends; above the
-        engine's profile the rows are chunked from host memory."""
+        engine's device once for the block, in chunks of the engine's own profile (:func:`bound_chunks`), and
+        freed when it ends; each evaluation runs the chunks with z and t only."""
         engine = self.engines["flow_step"]
-        limit = engine.max_batch
-        if limit is None or conditions.rows <= limit:
-            with engine.bind(conditions.feeds()) as bound:
-                def rows(t: float, z: np.ndarray) -> np.ndarray:
-                    tt = np.full((z.shape[0],), t, dtype=np.float32)
-                    return engine.run({"z": z, "t": tt, **bound})["v"]
+        with bound_chunks(engine, conditions.feeds()) as chunks:
+            def rows(t: float, z: np.ndarray) -> np.ndarray:
+                tt = np.full((z.shape[0],), t, dtype=np.float32)
+                parts = [engine.run({"z": z[s], "t": tt[s], **bound})["v"] for s, bound in chunks]
+                return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
-                yield rows
-            return
-        feeds = conditions.feeds()
-
-        def chunked(t: float, z: np.ndarray) -> np.ndarray:
-            tt = np.full((z.shape[0],), t, dtype=np.float32)
-            return self.engines.run("flow_step", {"z": z, "t": tt, **feeds})["v"]
-
-        yield chunked
+            yield rows
 
     @contextlib.contextmanager
     def guided_field(self, members: tp.Sequence[Member]) -> tp.Iterator[VectorField]:
@@ -194,7 +190,7 @@ class GenerationCore:
             return
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="nfe", desc=desc, disable=None)  # None: no bar when stderr is not a terminal
+        bar = tqdm(total=total, unit="nfe", desc=desc)
         try:
             yield lambda: bar.update(1)
         finally:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import longform
+from . import longform, windows
 from .backends import available_backends, open_engine, tensorrt_unavailable_reason
 from .backends.base import Traffic
-from .conditioning import Conditions, ConditionProvider, PreparedRequest  # noqa: F401  (re-exported)
+from .conditioning import Conditions, ConditionProvider, PreparedRequest  # noqa: F401  (Conditions re-exported)
 from .engine_set import EngineSet
 from .errors import InputError
 from .export_folder import ArtifactKey, ExportFolder
@@ -111,7 +111,8 @@ class JascoPipeline:
         if backend == "onnxruntime" and "onnxruntime" not in available_backends():
             raise InputError("onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu), "
                              "or use --backend tensorrt with engines built on this machine")
-        if precision is None:
+        defaulted = precision is None
+        if defaulted:
             gpu = _wants_gpu(backend, providers)
             precision = "fp16" if gpu and folder.has(folder.resolve("flow_step", "onnx", "fp16")) else "fp32"
         elif backend == "onnxruntime" and not folder.has(ArtifactKey("flow_step", precision, "onnx")):
@@ -119,32 +120,51 @@ class JascoPipeline:
             have = sorted(a.key.precision for a in folder.artifacts() if a.key.graph == "flow_step" and a.key.backend == "onnx")
             raise InputError(f"{folder.folder} has no {precision} flow_step graph (has: {', '.join(have)}); re-export with "
                              f"`jasco-export --precision fp32,{precision}` or pick another --precision")
-        kind = "tensorrt" if backend == "tensorrt" else "onnx"
-        keys = {n: folder.resolve(n, kind, precision) for n in names}
-        for key in keys.values() if low_memory else ():  # opened later: a missing file must fail now
-            if not folder.path(key).is_file():
-                raise InputError(f"graph file {folder.path(key)} is missing; re-run jasco-export or copy the folder again")
-        engines = EngineSet(names, lambda n: open_engine(folder, keys[n], providers), one_at_a_time=low_memory)
+        elif backend == "tensorrt" and precision != "fp16":
+            raise InputError(f"the TensorRT engines are fp16 (fp32 islands kept by strong typing); --precision "
+                             f"{precision} applies to ONNX Runtime — drop it or use --backend onnxruntime")
+        engines = cls._open(folder, names, backend, precision, providers, low_memory)
         try:
-            resolution = cls._resolution(backend, precision, providers, engines)
+            flow = engines["flow_step"] if (backend == "onnxruntime" and precision == "fp16") else None
+            if defaulted and flow is not None and flow.device == "cpu":
+                # CUDA looked available but did not start: the fp32 graphs are the CPU's, as without a GPU
+                logger.warning("ONNX Runtime runs on the CPU here; using the fp32 graphs")
+                engines.close()
+                precision = "fp32"
+                engines = cls._open(folder, names, backend, precision, providers, low_memory)
+            resolution = cls._resolution(folder, backend, precision, providers, engines)
             return cls(folder, engines, resolution, conditioner)
         except BaseException:
             engines.close()
             raise
 
     @staticmethod
-    def _resolution(backend: str, precision: str, providers: tp.Optional[tp.Sequence[str]],
+    def _open(folder: ExportFolder, names: tp.Sequence[str], backend: str, precision: str,
+              providers: tp.Optional[tp.Sequence[str]], low_memory: bool) -> EngineSet:
+        kind = "tensorrt" if backend == "tensorrt" else "onnx"
+        keys = {n: folder.resolve(n, kind, precision) for n in names}
+        for key in keys.values() if low_memory else ():  # opened later: a missing file must fail now
+            if not folder.path(key).is_file():
+                raise InputError(f"graph file {folder.path(key)} is missing; re-run jasco-export or copy the folder again")
+        return EngineSet(names, lambda n: open_engine(folder, keys[n], providers), one_at_a_time=low_memory)
+
+    @staticmethod
+    def _resolution(folder: ExportFolder, backend: str, precision: str, providers: tp.Optional[tp.Sequence[str]],
                     engines: EngineSet) -> Resolution:
-        """From the flow step as opened (one at a time: as ONNX Runtime would resolve the providers)."""
+        """What runs, read from the flow step as it opened (one graph at a time: it is opened here once to read it;
+        the precision is that of the flow-step artifact actually opened)."""
+        kind = "tensorrt" if backend == "tensorrt" else "onnx"
+        ran = folder.resolve("flow_step", kind, precision).precision
         if backend == "tensorrt":
-            return Resolution(backend, precision, None, "cuda")
-        if engines.one_at_a_time:
+            return Resolution(backend, ran, None, "cuda")
+        if engines.one_at_a_time and "flow_step" not in engines.opened:
             from .backends.onnxruntime_backend import CPU, resolve_providers
 
-            used = tuple(resolve_providers(providers))
-            return Resolution(backend, precision, used, "cpu" if used[0] == CPU else "cuda")
+            wanted = tuple(resolve_providers(providers))
+            if wanted[0] == CPU:  # a CPU session runs exactly these: no need to open the graph to know
+                return Resolution(backend, ran, wanted, "cpu")
         engine = engines["flow_step"]
-        return Resolution(backend, precision, tuple(engine.providers), engine.device)
+        return Resolution(backend, ran, tuple(engine.providers), engine.device)
 
     def close(self) -> None:
         """Free the engines' device memory now (TensorRT buffers are not garbage-collected)."""
@@ -157,10 +177,10 @@ class JascoPipeline:
         self.close()
 
     # -- generation -------------------------------------------------------------------------------
-    def window_plan(self, duration: float, overlap: tp.Optional[float] = None) -> longform.WindowPlan:
+    def window_plan(self, duration: float, overlap: tp.Optional[float] = None) -> windows.WindowPlan:
         """How ``duration`` seconds split into windows sharing ``overlap`` seconds (default
-        ``longform.DEFAULT_OVERLAP``); the maximum duration is what the export's decoder takes."""
-        return longform.plan_for_folder(self.manifest, duration, overlap)
+        ``windows.DEFAULT_OVERLAP``); the maximum duration is what the export's decoder takes."""
+        return windows.plan_for_folder(self.manifest, duration, overlap)
 
     def prepare(self, req: ResolvedRequest,
                 window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None) -> PreparedRequest:
@@ -215,7 +235,7 @@ def generate_clip(core: GenerationCore, prepared: PreparedRequest, progress: boo
     audio = core.decode(res.z, timings)
     core.check_finite(res.z, audio)
     z, plan = res.z, prepared.plan
-    if plan.n_frames < core.folder.n_frames:  # a clip shorter than one window: that window, trimmed
+    if plan.n_samples < plan.window_samples:  # a clip shorter than one window: that window, trimmed
         audio, z = audio[..., :plan.n_samples], z[:, :plan.n_frames]
     timings["total"] = total()
     return core.result(prepared, audio, z, res.nfe, timings, seed, traffic=traffic)

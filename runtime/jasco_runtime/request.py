@@ -26,7 +26,7 @@ MAX_SEED = 2 ** 63 - 1
 MAX_PROMPTS = 256  # prompts per call (a prompts file of 100 k lines is refused, not an allocation failure)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GenerationRequest:
     """What to generate.  ``None`` means "the export folder's default"."""
 
@@ -51,7 +51,7 @@ class GenerationRequest:
         return resolve(self, defaults)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ResolvedRequest:
     """A request every setting of which is checked and filled in.  Inputs (chords, drums, melody) are as given;
     :meth:`ConditionProvider.prepare` turns them into a :class:`~jasco_runtime.conditioning.PreparedRequest`."""
@@ -75,10 +75,6 @@ class ResolvedRequest:
     @property
     def settings(self) -> SolverSettings:
         return SolverSettings(self.solver, self.steps, self.rtol, self.atol)
-
-    def with_seed(self, seed: int) -> "ResolvedRequest":
-        """The same request with ``seed`` (a server draws one when none is given, to report it)."""
-        return dataclasses.replace(self, seed=integer("seed", seed, 0, MAX_SEED))
 
 
 def _prompts(value: tp.Any) -> tp.Tuple[tp.Optional[str], ...]:

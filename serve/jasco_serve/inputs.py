@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import secrets
 import typing as tp
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ import numpy as np
 from jasco_runtime import audio_io, chords as chords_mod
 from jasco_runtime.conditioning import ConditionProvider, PreparedRequest
 from jasco_runtime.errors import InputError
+from jasco_runtime.generation import draw_seed
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
 
@@ -35,7 +35,6 @@ FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "
 UPLOADS = ("drums", "melody")
 _FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
-SEED_RANGE = 2 ** 31  # server-picked seeds: small enough to type back
 
 
 @dataclass
@@ -56,7 +55,7 @@ class InputChecker:
 
     def __init__(self, folder: ExportFolder):
         self.folder = folder
-        self.conditioner = ConditionProvider(folder)
+        self.conditioner = ConditionProvider(folder, uploads=True)
         frames = folder.graphs["encodec_decoder"].max_size("frames") or folder.n_frames
         self.max_duration = frames / folder.frame_rate
 
@@ -116,7 +115,7 @@ class InputChecker:
             [text], chords=self._chords(values.get("chords")), cfg_coef_all=values.get("cfg_coef_all"),
             cfg_coef_txt=values.get("cfg_coef_txt"), solver=values.get("solver"), steps=values.get("steps"),
             rtol=values.get("rtol"), atol=values.get("atol"),
-            seed=secrets.randbelow(SEED_RANGE) if seed is None else seed, duration=values.get("duration"),
+            seed=draw_seed() if seed is None else seed, duration=values.get("duration"),
             overlap=values.get("overlap"),
             **self._drums(drums, values.get("duration")), melody=self._melody(melody),
         ).resolved(self.folder.defaults)
@@ -141,8 +140,6 @@ class InputChecker:
         request's memory is bounded by the longest song, not by the upload's length."""
         if data is None:
             return {}
-        if not self.folder.has_drums:
-            raise InputError("this model has no drums conditioner; drop the drums upload")
         seconds = self.folder.duration
         if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration == duration:
             seconds = max(seconds, min(float(duration), self.max_duration))
@@ -150,12 +147,10 @@ class InputChecker:
         return {"drums": wav, "drums_sample_rate": sr}
 
     def _melody(self, data: tp.Optional[bytes]) -> tp.Optional[np.ndarray]:
+        """The melody upload's array (``prepare`` checks the model has a melody conditioner and the salience shape)."""
         if data is None:
             return None
-        if not self.folder.has_melody:
-            raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
-                             "drop the melody upload")
-        return audio_io.read_melody_bytes(data, int(self.folder.conditioners["melody"]["bins"]))
+        return audio_io.read_npy_bytes(data, "melody upload")
 
 
 def _short(value: tp.Any, limit: int = 60) -> str:
