@@ -130,7 +130,7 @@ def test_damaged_export_folder_is_one_line(case, engines_copy, out_dir, capfd, m
     (["--steps", "0"], "steps must be between 1"),  # was: silently 10 steps
     (["--solver", "dopri5", "--rtol", "0"], "rtol must be > 0"),
     (["--solver", "dopri5", "--atol=-1e-5"], "atol must be > 0"),
-    (["--solver", "dopri5", "--atol", "-1e-5"], "argument --atol: expected one argument (see jasco-run --help)"),
+    (["--solver", "dopri5", "--atol", "-1e-5"], "argument --atol: expected one argument (see jasco-run generate --help)"),
     (["--solver", "dopri5", "--rtol", "nan"], "rtol must be a finite number"),
     (["--rtol", "1e-3"], "rtol/atol apply to the adaptive dopri5 solver only"),  # euler default: was ignored
     (["--solver", "heun", "--atol", "1e-3"], "rtol/atol apply to the adaptive dopri5 solver only"),

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .files import atomic_write, atomic_write_bytes  # noqa: F401 (atomic_write re-exported)
 from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
@@ -33,7 +28,7 @@ def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
-        raise InputError(f"cannot read audio file {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        raise InputError(f"cannot read audio file {path} ({first_line(exc)}); "
                          "give a wav/flac/ogg/mp3 file") from exc
     if wav.shape[0] == 0:
         raise InputError(f"audio file {path} is empty")
@@ -84,7 +79,7 @@ def load_melody(path: PathLike, bins: int) -> np.ndarray:
     try:
         mel = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read melody {path} ({_first_line(exc)}); expected a .npy salience matrix "
+        raise InputError(f"cannot read melody {path} ({first_line(exc)}); expected a .npy salience matrix "
                          f"[{bins}, T]") from exc
     return as_salience(mel, bins, source=f"melody {path}")
 
@@ -148,7 +143,7 @@ def read_audio_bytes(data: bytes, source: str = "audio upload") -> tp.Tuple[np.n
     try:
         wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError on non-audio bytes
-        reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        reason = getattr(exc, "error_string", None) or first_line(exc)
         raise InputError(f"cannot decode the {source} ({reason}); give a wav/flac/ogg/mp3 file") from exc
     if wav.shape[0] == 0:
         raise InputError(f"the {source} holds no samples")
@@ -160,7 +155,7 @@ def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> 
     try:
         mel = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read the {source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        raise InputError(f"cannot read the {source} ({first_line(exc)}); "
                          f"expected a .npy salience matrix [{bins}, T]") from exc
     if not isinstance(mel, np.ndarray):  # an .npz archive
         raise InputError(f"the {source} is an .npz archive; expected a single .npy salience matrix [{bins}, T]")

@@ -20,7 +20,7 @@ import numpy as np
 from ray import serve
 
 from jasco_runtime.batching import group_requests, solve_group
-from jasco_runtime.errors import InputError, JascoError
+from jasco_runtime.errors import InputError, JascoError, first_line
 from jasco_runtime.request import GenerationRequest
 
 from .config import ServeConfig
@@ -109,6 +109,4 @@ class JascoGenerator:
         return out
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
+_first_line = first_line  # the shared helper (jasco_runtime.errors)

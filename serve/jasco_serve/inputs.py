@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jasco_runtime import audio_io, chords as chords_mod, longform
-from jasco_runtime.errors import InputError
+from jasco_runtime.errors import InputError, first_line
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
 from jasco_runtime.text import TextTokenizer
@@ -191,6 +191,4 @@ def _form_value(name: str, raw: str) -> tp.Any:
     return raw
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
+_first_line = first_line  # the shared helper (jasco_runtime.errors)

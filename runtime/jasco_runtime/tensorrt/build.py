@@ -18,7 +18,7 @@ import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, JascoError
+from ..errors import InputError, JascoError, first_line
 from ..export_folder import ArtifactKey, ExportFolder
 from ..files import atomic_write
 from .device import current_device
@@ -51,11 +51,6 @@ class BuildOptions:
 
 def _print(msg: str) -> None:
     print(f"[build-engines] {msg}", flush=True)
-
-
-def _first_line(text: tp.Any) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else str(text)
 
 
 def usable_timing_cache(path: tp.Optional[Path], log: Log = _print) -> tp.Optional[bytes]:
@@ -112,7 +107,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, timing_cach
         if cache_tmp is not None and cache_tmp.is_file():
             os.replace(cache_tmp, timing_cache)
     except PolygraphyException as exc:
-        raise EngineBuildError(f"TensorRT could not build {plan_path.name} from {onnx_path.name}: {_first_line(exc)} "
+        raise EngineBuildError(f"TensorRT could not build {plan_path.name} from {onnx_path.name}: {first_line(exc)} "
                                "(TensorRT's errors are printed above)") from None
     finally:
         if load is not None:
