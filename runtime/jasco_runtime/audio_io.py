@@ -57,6 +57,9 @@ def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration:
 def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.ndarray:
     """Melody salience [bins, T] or [T, bins] → float32 [bins, T] (frames at the model's frame rate).
     The orientation is read from the shape, so a square [bins, bins] matrix is refused as ambiguous."""
+    if np.iscomplexobj(melody):  # float32 would drop the imaginary part (with numpy's 2-line ComplexWarning; ML04)
+        raise InputError(f"{source} is complex ({np.asarray(melody).dtype}); a salience matrix is real: give "
+                         f"magnitudes [{bins}, T] (e.g. numpy.abs)")
     try:
         mel = np.asarray(melody, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -76,12 +79,36 @@ def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.nda
 
 def load_melody(path: PathLike, bins: int) -> np.ndarray:
     """``.npy`` salience matrix → float32 [bins, T]."""
+    _refuse_audio_as_melody(path, bins)
     try:
         mel = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read melody {path} ({first_line(exc)}); expected a .npy salience matrix "
                          f"[{bins}, T]") from exc
     return as_salience(mel, bins, source=f"melody {path}")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+AUDIO_MAGIC = {b"RIFF": "wav", b"fLaC": "flac", b"OggS": "ogg", b"ID3": "mp3", b"\xff\xfb": "mp3", b"FORM": "aiff"}
+
+
+def _refuse_non_npy(head: bytes, source: str, bins: int) -> None:
+    """Audio given as melody is named as such, not as numpy's "pickled (object) data" (ML19, ML22)."""
+    kind = next((k for magic, k in AUDIO_MAGIC.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise InputError(f"{source} is a {kind} audio file; a melody is a salience matrix .npy [{bins}, T] at the "
+                         "model's frame rate, computed from the audio beforehand")
+    if head and not head.startswith(NPY_MAGIC) and not head.startswith(b"PK"):  # PK: an .npz, named later
+        raise InputError(f"cannot read {source} (it is not a .npy file); expected a .npy salience matrix [{bins}, T]")
+
+
+def _refuse_audio_as_melody(path: PathLike, bins: int) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError:
+        return  # np.load reports it
+    _refuse_non_npy(head, f"melody {path}", bins)
 
 
 def check_normalization(strategy: tp.Optional[str]) -> None:
@@ -152,6 +179,7 @@ def read_audio_bytes(data: bytes, source: str = "audio upload") -> tp.Tuple[np.n
 
 def read_melody_bytes(data: bytes, bins: int, source: str = "melody upload") -> np.ndarray:
     """A ``.npy`` file's bytes → float32 salience [bins, T] (pickles refused)."""
+    _refuse_non_npy(bytes(data[:len(NPY_MAGIC)]), f"the {source}", bins)
     try:
         mel = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
