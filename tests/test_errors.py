@@ -390,12 +390,14 @@ def test_sigterm_during_generation_writes_nothing(tiny_engines, out_dir):
     no latents, no temp file."""
     proc = subprocess.Popen([sys.executable, "-m", "jasco_runtime.cli", "--engines", str(tiny_engines.out),
                              "--text", "x", "--steps", "10000", "--out", str(out_dir / "o.wav"),
-                             "--save-latents", str(out_dir / "l.npy")],
+                             "--save-latents", str(out_dir / "l.npy"), "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=RUN_ENV)
     err = _Stderr(proc)
-    _wait_for(lambda: "nfe" in err.text, proc, 300, "the first solver step")  # tqdm's progress line
+    ready = "jasco-run: engines of"  # -v: logged once the engines are loaded, just before the solve
+    _wait_for(lambda: ready in err.text, proc, 300, "the engines to load")
+    time.sleep(0.5)
     code = _terminate(proc)
-    lines = [ln for ln in err.join().replace("\r", "\n").splitlines() if ln.strip() and "nfe" not in ln]
+    lines = [ln for ln in err.join().splitlines() if ln.strip() and not ln.startswith(ready)]
     assert code == 143, err.text
     assert lines == ["jasco-run: terminated by SIGTERM; nothing was written"], err.text
     assert files_in(out_dir) == []

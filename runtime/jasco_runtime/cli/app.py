@@ -40,7 +40,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     written), 130 Ctrl-C, 143 SIGTERM."""
     argv = _with_default(list(sys.argv[1:] if argv is None else argv))
     as_json = "--json" in argv
-    prog = PROG if argv[0] in (DEFAULT, "-h", "--help") else f"{PROG} {argv[0]}"
+    prog = f"{PROG} {argv[0]}" if argv[0] in COMMANDS and argv[0] != DEFAULT else PROG
     try:
         with signals.interrupts():
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing as tp
 
@@ -66,6 +67,10 @@ def run_command(prog: str, command: Command, args: argparse.Namespace) -> int:
         return fail(prog, f"terminated by SIGTERM; {command.interrupted}", EXIT_TERMINATED, as_json, prefix="")
     except KeyboardInterrupt:
         return fail(prog, f"interrupted; {command.interrupted}", EXIT_INTERRUPTED, as_json, prefix="")
+    except BrokenPipeError:  # `jasco-run ... --json | head`: the reader left; no traceback, no second write
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"{prog}: stdout was closed before the report was printed (broken pipe)", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:
         if as_json:  # a bug: the traceback goes to stderr, the JSON reader still gets an object
             print(json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}", "exit_code": EXIT_FAILED}))

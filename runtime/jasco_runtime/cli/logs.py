@@ -17,9 +17,24 @@ class _OneLine(logging.Formatter):
             else f"{self.prog}: {text}"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (not the stream of the moment it was made)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(prog: str, verbose: bool = False) -> None:
     """Route the ``jasco_runtime``/``jasco_export`` loggers to stderr (INFO with ``verbose``, else WARNING)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(_OneLine(prog))
     root = logging.getLogger()
     for h in list(root.handlers):
