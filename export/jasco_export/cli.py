@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import typing as tp
@@ -173,7 +172,9 @@ def _demo(argv: tp.Sequence[str]) -> int:
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from jasco_runtime.cli import logs
+
+    logs.configure("jasco-export")  # warnings as one line each: "jasco-export: warning: ..."
     from .parity.command import main as _verify
 
     commands = {"make-tiny": _make_tiny, "demo": _demo, "separate-drums": _separate, "verify": _verify}

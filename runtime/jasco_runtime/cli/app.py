@@ -47,11 +47,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                 args = parser().parse_args(argv)
             except SystemExit as exc:  # --help
                 return int(exc.code or 0)
-    except UsageError as exc:
-        return fail(prog, str(exc), EXIT_BAD_INPUT, as_json)
+    except UsageError as exc:  # argparse names the top parser for unrecognized arguments: point at the subcommand
+        return fail(prog, str(exc).replace(f"(see {PROG} --help)", f"(see {prog} --help)"), EXIT_BAD_INPUT, as_json)
     except signals.Terminated:
         return fail(prog, "terminated by SIGTERM; nothing was written", EXIT_TERMINATED, as_json, prefix="")
     except KeyboardInterrupt:
         return fail(prog, "interrupted; nothing was written", EXIT_INTERRUPTED, as_json, prefix="")
-    logs.configure(prog, verbose=args.verbose)
+    logs.configure(prog, verbose=args.verbose or COMMANDS[args.command].progress)
     return run_command(prog, COMMANDS[args.command], args)

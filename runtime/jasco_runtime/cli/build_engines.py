@@ -57,4 +57,4 @@ def build_engines(a: argparse.Namespace) -> int:
 
 COMMAND = Command("build-engines", "build the TensorRT engines of an export folder on this GPU", add_arguments,
                   build_engines, interrupted="the engine being built was not registered; engines finished before "
-                                             "it are in the manifest")
+                                             "it are in the manifest", progress=True)

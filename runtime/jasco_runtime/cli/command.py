@@ -40,6 +40,7 @@ class Command:
     add_arguments: tp.Callable[[argparse.ArgumentParser], None]
     run: tp.Callable[[argparse.Namespace], int]
     interrupted: str = "nothing was written"  # the truth after Ctrl-C/SIGTERM before the command's outputs exist
+    progress: bool = False  # log progress (INFO) without -v: commands whose progress is their output (builds)
 
 
 def fail(prog: str, message: str, code: int, as_json: bool, prefix: str = "error: ") -> int:

@@ -48,12 +48,12 @@ def output_file(path: Path, option: str, suffix: str) -> Path:
         if path.parent.exists():
             raise InputError(f"{option} {path}: {path.parent} is a file, not a folder; choose another {option}")
         raise InputError(f"output folder {path.parent} of {option} does not exist; create it first")
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('out' + suffix)}")
-    limit = _name_max(path.parent) - TEMP_NAME_EXTRA
+    limit = _name_max(path.parent) - TEMP_NAME_EXTRA  # before any stat of the path: ENAMETOOLONG (Z06)
     if len(os.fsencode(path.name)) > limit:
         raise InputError(f"the file name of {option} is {len(os.fsencode(path.name))} bytes long; this file system "
                          f"takes at most {limit} here; choose a shorter name")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('out' + suffix)}")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"cannot write to {path.parent} (permission denied); choose another {option}")
     return path

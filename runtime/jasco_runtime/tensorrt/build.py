@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import logging
 import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from .versions import require_polygraphy, require_tensorrt, tensorrt_versions
 
 TIMING_CACHE = "timing.cache"
 Log = tp.Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 class EngineBuildError(JascoError):
@@ -50,7 +53,8 @@ class BuildOptions:
 
 
 def _print(msg: str) -> None:
-    print(f"[build-engines] {msg}", flush=True)
+    """Progress of a build (minutes per engine) through logging: the CLI shows it, a library user can silence it."""
+    logger.info("%s", msg)
 
 
 def usable_timing_cache(path: tp.Optional[Path], log: Log = _print) -> tp.Optional[bytes]:
