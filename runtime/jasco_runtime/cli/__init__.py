@@ -10,10 +10,28 @@ before numpy and the backends are imported: Ctrl-C in the first 0.1 s is a one-l
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
-import typing as tp
 
-from .. import signals as _signals
+
+def _exit_during_start_up(signum: int, frame: object) -> None:
+    """Ctrl-C/SIGTERM while jasco-run is still importing: nothing exists yet to clean up or report."""
+    term = signum == signal.SIGTERM
+    os.write(2, f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
+                "written\n".encode())
+    os._exit(128 + signum)
+
+
+# The command itself (the console script, or `python -m jasco_runtime.cli`, where argv[0] is "-m" while the
+# package is imported): handle the signals before anything else is imported.  A library import is left alone.
+if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "jasco-run"):
+    for _s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_s, _exit_during_start_up)
+
+import typing as tp  # noqa: E402
+
+from .. import signals as _signals  # noqa: E402
 from ..exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
 
 __all__ = ["main", "parser", "COMMANDS"]
