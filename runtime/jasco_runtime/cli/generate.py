@@ -197,6 +197,8 @@ def generate(a: argparse.Namespace) -> int:
                "real_time_factor": res.timings["total"] / (len(prompts) * seconds) if seconds > 0 else None}
     with signals_held() as held:  # from the first rename to the summary: a signal cannot make the report lie
         late = _write_outputs(files) or held.name
+        if late:
+            summary["late_signal"] = late  # arrived during the renames; every output was completed
         if a.json:
             print(json.dumps(summary, indent=2), flush=True)
         else:
