@@ -20,7 +20,7 @@ import pytest
 from test_errors import RUN_ENV, _Stderr, _terminate, _wait_for, assert_one_line, files_in, run_cli
 
 # fixtures reused from test_errors (pytest finds fixtures only in conftest or the test module itself)
-from test_errors import engines_copy, no_engine_loading, no_model_loading, out_dir  # noqa: F401
+from test_errors import no_engine_loading, no_model_loading, out_dir  # noqa: F401,F811
 
 
 def _main(capfd, *args: str) -> tp.Tuple[int, tp.List[str], str]:

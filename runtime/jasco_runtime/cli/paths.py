@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import typing as tp
 from pathlib import Path
 
 from ..errors import InputError

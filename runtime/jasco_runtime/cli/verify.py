@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import typing as tp
 from pathlib import Path
 
 from ..errors import InputError
