@@ -130,7 +130,7 @@ def test_damaged_export_folder_is_one_line(case, engines_copy, out_dir, capfd, m
     (["--steps", "0"], "steps must be between 1"),  # was: silently 10 steps
     (["--solver", "dopri5", "--rtol", "0"], "rtol must be > 0"),
     (["--solver", "dopri5", "--atol=-1e-5"], "atol must be > 0"),
-    (["--solver", "dopri5", "--atol", "-1e-5"], "argument --atol: expected one argument (see jasco-run --help)"),
+    (["--solver", "dopri5", "--atol", "-1e-5"], "argument --atol: expected one argument (see jasco-run generate --help)"),
     (["--solver", "dopri5", "--rtol", "nan"], "rtol must be a finite number"),
     (["--rtol", "1e-3"], "rtol/atol apply to the adaptive dopri5 solver only"),  # euler default: was ignored
     (["--solver", "heun", "--atol", "1e-3"], "rtol/atol apply to the adaptive dopri5 solver only"),
@@ -393,12 +393,14 @@ def test_sigterm_during_generation_writes_nothing(tiny_engines, out_dir):
     no latents, no temp file."""
     proc = subprocess.Popen([sys.executable, "-m", "jasco_runtime.cli", "--engines", str(tiny_engines.out),
                              "--text", "x", "--steps", "10000", "--out", str(out_dir / "o.wav"),
-                             "--save-latents", str(out_dir / "l.npy")],
+                             "--save-latents", str(out_dir / "l.npy"), "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=RUN_ENV)
     err = _Stderr(proc)
-    _wait_for(lambda: "nfe" in err.text, proc, 300, "the first solver step")  # tqdm's progress line
+    ready = "jasco-run: engines of"  # -v: logged once the engines are loaded, just before the solve
+    _wait_for(lambda: ready in err.text, proc, 300, "the engines to load")
+    time.sleep(0.5)
     code = _terminate(proc)
-    lines = [ln for ln in err.join().replace("\r", "\n").splitlines() if ln.strip() and "nfe" not in ln]
+    lines = [ln for ln in err.join().splitlines() if ln.strip() and not ln.startswith(ready)]
     assert code == 143, err.text
     assert lines == ["jasco-run: terminated by SIGTERM; nothing was written"], err.text
     assert files_in(out_dir) == []

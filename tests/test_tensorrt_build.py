@@ -73,7 +73,7 @@ def test_timing_cache_is_reused_and_replaced_when_it_belongs_to_another_gpu(fold
     trt_standin.set(compute_capability=(8, 9), gpu_name="Stand-in L4")
     capsys.readouterr()
     assert jasco_run(["build-engines", str(folder), "--graphs", "flow_step"]) == 0
-    assert "written by another GPU or TensorRT version" in capsys.readouterr().out
+    assert "written by another GPU or TensorRT version" in capsys.readouterr().err  # build progress: logging, stderr
     assert trt_standin.builds[-1]["cache_hits"] == 0
     assert b'"device": "sm_89"' in (folder / "timing.cache").read_bytes()
     m = _manifest(folder)

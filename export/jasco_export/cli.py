@@ -9,25 +9,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import typing as tp
 from pathlib import Path
 
-from jasco_runtime.signals import Terminated
+from jasco_runtime.cli.command import Parser, UsageError
+from jasco_runtime.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
+from jasco_runtime.signals import Terminated, interrupts
 from jasco_runtime.verify import VerificationFailed
 
 from .errors import JascoError
 
-EXIT_FAILED = 1  # parity gate failed, or an unexpected error (traceback)
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
 
 def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jasco-export", description="Export a JASCO checkpoint to ONNX / TensorRT "
+    p = Parser(prog="jasco-export", description="Export a JASCO checkpoint to ONNX / TensorRT "
                                 "and check every graph against the PyTorch reference.",
                                 epilog="Other commands: `jasco-export make-tiny --out DIR`, `jasco-export demo`, "
                                        "`jasco-export verify ENGINES_DIR [--model ID]`.")
@@ -54,11 +50,21 @@ def _export_parser() -> argparse.ArgumentParser:
 def _check_paths(a: argparse.Namespace) -> None:
     """Path arguments checked before the checkpoint is loaded (minutes at 1B); the numeric options are
     checked by ``exporter.check_options``, first thing in ``run_export``."""
+    from jasco_runtime.chords import load_chord_mapping
+    from jasco_runtime.cli.paths import input_file
+
     from .errors import InputError
 
-    if a.chords_mapping is not None and not Path(a.chords_mapping).is_file():
-        raise InputError(f"--chords-mapping {a.chords_mapping} does not exist; pass audiocraft's "
-                         "assets/chord_to_index_mapping.pkl")
+    if a.chords_mapping is not None:  # a folder or /dev/zero is not "missing" (XE09); contents too (XE06–XE08)
+        input_file(Path(a.chords_mapping), "--chords-mapping", "pass audiocraft's assets/chord_to_index_mapping.pkl")
+        load_chord_mapping(a.chords_mapping)
+    if a.backend == "trt":  # before the checkpoint loads, not after the whole export (XO10)
+        from jasco_runtime.backends import tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise InputError(f"--backend trt: TensorRT engines cannot be built here ({reason}); use --backend onnx "
+                             "here and `jasco-run build-engines` on the GPU that runs them")
 
 
 def _export(argv: tp.Sequence[str]) -> int:
@@ -84,7 +90,7 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     from .errors import InputError
     from .tiny.presets import PRESETS, VARIANTS, make_tiny_models
 
-    p = argparse.ArgumentParser(prog="jasco-export make-tiny",
+    p = Parser(prog="jasco-export make-tiny",
                                 description="Write tiny random JASCO models (release format) into a Hugging Face cache.")
     p.add_argument("--out", type=Path, required=True, help="folder; the cache goes to OUT/hub")
     p.add_argument("--seed", type=int, default=0)
@@ -93,10 +99,13 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
-    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown or not variants:
-        raise InputError(f"unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = list(dict.fromkeys(v.strip() for v in a.variants.split(",") if v.strip()))  # each once (MT02)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if not variants:  # MT05
+        raise InputError(f"--variants {a.variants!r} names no variant; choose from {', '.join(VARIANTS)}")
+    if unknown:
+        raise InputError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    _check_out_folder(a.out, "make-tiny")
     hub = make_tiny_models(a.out, seed=a.seed, force=a.force, preset=a.preset, variants=variants)
     org = PRESETS[a.preset]["org"]
     print(f"{a.preset} models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub.resolve()} HF_HUB_OFFLINE=1\n"
@@ -104,9 +113,16 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     return 0
 
 
+def _check_out_folder(out: Path, command: str) -> None:
+    """``--out`` of make-tiny/demo is a folder: an existing file there is bad input, said up front (MT04, MT08)."""
+    from jasco_runtime.cli.paths import input_folder
+
+    input_folder(out, f"jasco-export {command} --out", "give a folder (it is created if missing)")
+
+
 def _separate(argv: tp.Sequence[str]) -> int:
     """Drum stem of a mixture with htdemucs (what audiocraft does to every drums input)."""
-    p = argparse.ArgumentParser(prog="jasco-export separate-drums", description=_separate.__doc__)
+    p = Parser(prog="jasco-export separate-drums", description=_separate.__doc__)
     p.add_argument("input", type=Path, help="audio mixture")
     p.add_argument("output", type=Path, help="drum stem .wav (32 kHz mono)")
     a = p.parse_args(argv)
@@ -126,10 +142,11 @@ def _separate(argv: tp.Sequence[str]) -> int:
 
 def _demo(argv: tp.Sequence[str]) -> int:
     """Tiny model end to end: make-tiny → export (with parity table) → jasco-run → wav."""
-    p = argparse.ArgumentParser(prog="jasco-export demo", description=_demo.__doc__)
+    p = Parser(prog="jasco-export demo", description=_demo.__doc__)
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--variant", default="chords-drums", choices=["chords-drums", "chords-drums-melody"])
     a = p.parse_args(argv)
+    _check_out_folder(a.out, "demo")
     from .exporter import ExportOptions, run_export
     from .tiny.presets import make_tiny_models
 
@@ -155,14 +172,21 @@ def _demo(argv: tp.Sequence[str]) -> int:
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from jasco_runtime.cli import logs
+
+    logs.configure("jasco-export")  # warnings as one line each: "jasco-export: warning: ..."
     from .parity.command import main as _verify
 
     commands = {"make-tiny": _make_tiny, "demo": _demo, "separate-drums": _separate, "verify": _verify}
+    prog = f"jasco-export {argv[0]}" if argv and argv[0] in commands else "jasco-export"
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
-        return _export(argv)
+        with interrupts():  # every subcommand: SIGTERM/SIGINT clean up (temp folders, .golden-*) (SV03, MK01)
+            if argv and argv[0] in commands:
+                return commands[argv[0]](argv[1:])
+            return _export(argv)
+    except UsageError as exc:  # one line, not the whole usage (MT07)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except VerificationFailed as exc:
         print(f"jasco-export: {exc}", file=sys.stderr)
         return EXIT_FAILED

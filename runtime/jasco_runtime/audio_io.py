@@ -13,18 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .files import atomic_write, atomic_write_bytes  # noqa: F401 (atomic_write re-exported)
 from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
 LOUDNESS_MIN_SECONDS = 0.4  # ITU-R BS.1770 gating block: pyloudnorm measures nothing shorter
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 RESAMPLE_MARGIN_S = 0.1  # audio read beyond what a song needs: the resampler's sinc support is far shorter
@@ -46,7 +41,8 @@ def load_audio(path: PathLike, max_seconds: tp.Optional[float] = None) -> tp.Tup
     try:
         wav, sr = _read(str(path), max_seconds)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
-        raise InputError(f"cannot read audio file {path} ({_first_line(exc)}); give a wav/flac/ogg/mp3 file") from exc
+        raise InputError(f"cannot read audio file {path} ({first_line(exc)}); "
+                         "give a wav/flac/ogg/mp3 file") from exc
     if wav.shape[0] == 0:
         raise InputError(f"audio file {path} is empty")
     return np.ascontiguousarray(wav.T), int(sr)
@@ -74,6 +70,9 @@ def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration:
 def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.ndarray:
     """Melody salience [bins, T] or [T, bins] → float32 [bins, T] (frames at the model's frame rate).
     The orientation is read from the shape, so a square [bins, bins] matrix is refused as ambiguous."""
+    if np.iscomplexobj(melody):  # float32 would drop the imaginary part (with numpy's 2-line ComplexWarning; ML04)
+        raise InputError(f"{source} is complex ({np.asarray(melody).dtype}); a salience matrix is real: give "
+                         f"magnitudes [{bins}, T] (e.g. numpy.abs)")
     try:
         mel = np.asarray(melody, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -93,12 +92,36 @@ def as_salience(melody: np.ndarray, bins: int, source: str = "melody") -> np.nda
 
 def load_melody(path: PathLike, bins: int) -> np.ndarray:
     """``.npy`` salience matrix → float32 [bins, T]."""
+    _refuse_audio_as_melody(path, bins)
     try:
         mel = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read melody {path} ({_first_line(exc)}); expected a .npy salience matrix "
+        raise InputError(f"cannot read melody {path} ({first_line(exc)}); expected a .npy salience matrix "
                          f"[{bins}, T]") from exc
     return as_salience(mel, bins, source=f"melody {path}")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+AUDIO_MAGIC = {b"RIFF": "wav", b"fLaC": "flac", b"OggS": "ogg", b"ID3": "mp3", b"\xff\xfb": "mp3", b"FORM": "aiff"}
+
+
+def _refuse_non_npy(head: bytes, source: str, bins: int) -> None:
+    """Audio given as melody is named as such, not as numpy's "pickled (object) data" (ML19, ML22)."""
+    kind = next((k for magic, k in AUDIO_MAGIC.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise InputError(f"{source} is a {kind} audio file; a melody is a salience matrix .npy [{bins}, T] at the "
+                         "model's frame rate, computed from the audio beforehand")
+    if head and not head.startswith(NPY_MAGIC) and not head.startswith(b"PK"):  # PK: an .npz, named later
+        raise InputError(f"cannot read {source} (it is not a .npy file); expected a .npy salience matrix [{bins}, T]")
+
+
+def _refuse_audio_as_melody(path: PathLike, bins: int) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError:
+        return  # np.load reports it
+    _refuse_non_npy(head, f"melody {path}", bins)
 
 
 def check_normalization(strategy: tp.Optional[str]) -> None:
@@ -160,7 +183,7 @@ def read_audio_bytes(data: bytes, source: str = "audio upload",
     try:
         wav, sr = _read(io.BytesIO(data), max_seconds)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError on non-audio bytes
-        reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        reason = getattr(exc, "error_string", None) or first_line(exc)
         raise InputError(f"cannot decode the {source} ({reason}); give a wav/flac/ogg/mp3 file") from exc
     if wav.shape[0] == 0:
         raise InputError(f"the {source} holds no samples")
@@ -169,10 +192,11 @@ def read_audio_bytes(data: bytes, source: str = "audio upload",
 
 def read_npy_bytes(data: bytes, source: str = "melody upload", expected: str = "a .npy salience matrix [53, T]") -> np.ndarray:
     """A ``.npy`` file's bytes → its array (pickles and ``.npz`` archives refused)."""
+    _refuse_non_npy(bytes(data[:len(NPY_MAGIC)]), f"the {source}", 53)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read the {source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        raise InputError(f"cannot read the {source} ({first_line(exc)}); "
                          f"expected {expected}") from exc
     if not isinstance(arr, np.ndarray):  # an .npz archive
         raise InputError(f"the {source} is an .npz archive; expected a single {expected[2:]}")

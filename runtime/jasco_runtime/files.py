@@ -43,17 +43,22 @@ def _write_temp(path: Path, data: tp.Union[bytes, bytearray, memoryview]) -> Pat
     return Path(tmp)
 
 
-def atomic_write_all(files: tp.Sequence[tp.Tuple[PathLike, tp.Union[bytes, bytearray, memoryview]]]) -> None:
+def atomic_write_all(files: tp.Sequence[tp.Tuple[PathLike, tp.Union[bytes, bytearray, memoryview]]]) -> tp.Optional[str]:
     """Write several files all or nothing: every one goes to a temp file first, then all are renamed.
-    On any failure (full disk, SIGTERM) the temp files and the files already renamed are removed."""
+    On any failure (full disk, SIGTERM while writing) the temp files and the files already renamed are removed.
+    SIGINT/SIGTERM during the renames (microseconds per file) are held until every file is in place, so a
+    signal never leaves some of the outputs: the name of a held signal ("SIGTERM") is returned, else None."""
+    from .signals import signals_held
+
     temps: tp.List[tp.Tuple[Path, Path]] = []
     done: tp.List[Path] = []
     try:
         for path, data in files:
             temps.append((_write_temp(Path(path), data), Path(path)))
-        for tmp, path in temps:
-            os.replace(tmp, path)
-            done.append(path)
+        with signals_held() as held:
+            for tmp, path in temps:
+                os.replace(tmp, path)
+                done.append(path)
     except BaseException:
         for tmp, _ in temps:
             if tmp.exists():
@@ -61,6 +66,7 @@ def atomic_write_all(files: tp.Sequence[tp.Tuple[PathLike, tp.Union[bytes, bytea
         for path in done:
             path.unlink(missing_ok=True)
         raise
+    return held.name
 
 
 def atomic_write_bytes(path: PathLike, data: tp.Union[bytes, bytearray, memoryview]) -> None:

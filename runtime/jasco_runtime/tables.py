@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 def load_tables(path: Path) -> tp.Dict[str, np.ndarray]:
@@ -16,5 +16,5 @@ def load_tables(path: Path) -> tp.Dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise InputError(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}); "
+        raise InputError(f"{path} is damaged ({type(exc).__name__}: {first_line(exc)}); "
                          "re-run jasco-export or copy the folder again") from exc

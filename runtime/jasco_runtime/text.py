@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 class TextTokenizer:
@@ -21,8 +21,7 @@ class TextTokenizer:
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for unreadable / invalid JSON
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path} is damaged ({detail}); re-run jasco-export or copy the folder again") from exc
+            raise InputError(f"{path} is damaged ({first_line(exc)}); re-run jasco-export or copy the folder again") from exc
         self.pad_id = pad_id
         self.tokenizer.no_truncation()
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction="right")

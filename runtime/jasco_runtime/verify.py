@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, JascoError
+from .errors import InputError, JascoError, first_line
 from .export_folder import ArtifactKey, ExportFolder
 from .golden import GoldenSet, load_golden
 from .metrics import max_abs, rel_l2
@@ -129,7 +129,7 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
         engine = open_engine(folder, key, providers)
     except Exception as exc:  # noqa: BLE001 - fail closed: any load error is a FAIL row with its reason
         return [_row(key.graph, key, backend, key.precision, "FAIL",
-                     reason=f"cannot load: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")]
+                     reason=f"cannot load: {type(exc).__name__}: {first_line(exc, 200)}")]
     from .backends import run_chunked
 
     rows = []
@@ -142,7 +142,7 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
                 got = run_chunked(engine, gc.inputs)  # chunked to the engine's own profile, as the pipeline
             except Exception as exc:  # noqa: BLE001
                 rows.append(_row(check, key, backend, key.precision, "FAIL",
-                                 reason=f"failed to run: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"))
+                                 reason=f"failed to run: {type(exc).__name__}: {first_line(exc, 200)}"))
                 continue
             missing = set(gc.outputs) - set(got)
             if missing:
@@ -192,7 +192,7 @@ def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden
             pipe.close()
     except Exception as exc:  # noqa: BLE001 - fail closed
         return [_row(check, None, rb, precision, "FAIL",
-                     reason=f"runtime failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")]
+                     reason=f"runtime failed: {type(exc).__name__}: {first_line(exc, 200)}")]
     gate = e2e_gate(precision)
     rows = [compare(f"{check}-latents", None, rb, precision, case.latents, res.latents, gate)]
     audio = compare(f"{check}-audio", None, rb, precision, case.audio, res.audio, gate)

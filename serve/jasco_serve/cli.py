@@ -18,12 +18,12 @@ import time
 import typing as tp
 from pathlib import Path
 
-from jasco_runtime.errors import JascoError
+from jasco_runtime.errors import JascoError, first_line
+from jasco_runtime.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from jasco_runtime.export_folder import ExportFolder
 
 from .config import PROVIDERS, ServeConfig
 
-EXIT_BAD_INPUT = 2
 logger = logging.getLogger("jasco_serve")
 
 
@@ -107,8 +107,8 @@ def serve_forever(config: ServeConfig) -> int:
         try:
             serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
         except RuntimeError as exc:  # a replica's constructor failed (its error is in the Ray logs above)
-            print(f"jasco-serve: error: the application did not start ({str(exc).splitlines()[0]})", file=sys.stderr)
-            return 1
+            print(f"jasco-serve: error: the application did not start ({first_line(exc)})", file=sys.stderr)
+            return EXIT_FAILED
         url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/"
         print(f"jasco-serve: ready at {url} ({config.replicas} replica(s); POST {url}v1/generate)", flush=True)
         stop.event.wait()
@@ -116,7 +116,7 @@ def serve_forever(config: ServeConfig) -> int:
         left = drain(config, stop=stop)
         if left:
             print(f"jasco-serve: {left} request(s) still in flight at the deadline", file=sys.stderr, flush=True)
-        return 0
+        return EXIT_OK
     finally:
         try:
             if config.address:

@@ -21,7 +21,7 @@ from ray import serve
 
 from jasco_runtime.batching import group_requests, solve_group
 from jasco_runtime.conditioning import PreparedRequest
-from jasco_runtime.errors import InputError, JascoError
+from jasco_runtime.errors import InputError, JascoError, first_line
 from jasco_runtime.generation import Cancelled
 from jasco_runtime.request import GenerationRequest
 
@@ -117,18 +117,15 @@ class JascoGenerator:
                                       cancel=lambda members=members: all(m.cancelled for m in members))
             except Exception as exc:  # an engine failure: answer each request of the solve, keep serving
                 logger.exception("solve of %d request(s) failed", len(group))
-                results = [JascoError(f"the generation failed ({type(exc).__name__}: {_first_line(exc)})")] * len(group)
+                results = [JascoError(f"the generation failed ({type(exc).__name__}: {first_line(exc)})")] * len(group)
             prompts = sum(reqs[i].batch_size for i in group)
             for i, res in zip(group, results):
                 if isinstance(res, Cancelled):
                     out[i] = Failure(499, "cancelled")
                 elif isinstance(res, JascoError):
-                    out[i] = Failure(400 if isinstance(res, InputError) else 500, _first_line(res))
+                    out[i] = Failure(400 if isinstance(res, InputError) else 500, first_line(res))
                 else:
                     out[i] = Clip(res.audio[0], res.sample_rate, res.nfe, dict(res.timings), solve_id, prompts)
         return out
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,7 +23,7 @@ import numpy as np
 
 from jasco_runtime import audio_io, chords as chords_mod
 from jasco_runtime.conditioning import ConditionProvider, PreparedRequest
-from jasco_runtime.errors import InputError
+from jasco_runtime.errors import InputError, first_line
 from jasco_runtime.generation import draw_seed
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
@@ -67,7 +67,7 @@ class InputChecker:
             raise InputError("the JSON body is nested too deeply; send an object of plain fields such as "
                              '{"text": "funky groove", "chords": "C:0 F:4"}') from None
         except (UnicodeDecodeError, ValueError) as exc:
-            raise InputError(f"the request body is not valid JSON ({_first_line(exc)}); send an object such as "
+            raise InputError(f"the request body is not valid JSON ({first_line(exc)}); send an object such as "
                              '{"text": "funky groove", "chords": "C:0 F:4"}') from exc
         if not isinstance(values, dict):
             raise InputError(f"the JSON body must be an object of fields, got {type(values).__name__}; "
@@ -175,10 +175,7 @@ def _form_value(name: str, raw: str) -> tp.Any:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise InputError(f'chords {raw!r} is not a valid JSON list ({_first_line(exc)}); e.g. [["C", 0], ["F", 4]]') from exc
+            raise InputError(f'chords {raw!r} is not a valid JSON list ({first_line(exc)}); e.g. [["C", 0], ["F", 4]]') from exc
     return raw
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

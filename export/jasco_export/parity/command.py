@@ -10,6 +10,7 @@ import argparse
 import typing as tp
 from pathlib import Path
 
+from jasco_runtime.cli.command import Parser
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.verify import VerificationFailed, failures
 
@@ -17,7 +18,7 @@ from ..errors import InputError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jasco-export verify", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="jasco-export verify", description=__doc__.split("\n\n")[0])
     p.add_argument("engines", type=Path, help="export folder (holds manifest.json)")
     p.add_argument("--model", help="hub id or folder of the checkpoint (default: the manifest's model id)")
     p.add_argument("--t5", help="T5 hub id or folder (default: the manifest's)")

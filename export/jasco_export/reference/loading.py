@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from jasco_runtime.errors import first_line
 from jasco_runtime.files import sha256_file
 
 from ..errors import CheckpointError, ModelNotFoundError
@@ -109,7 +110,7 @@ def _detail(exc: BaseException) -> str:
     if "Weights only load failed" in text:
         paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
         text = paragraphs[1] if len(paragraphs) > 1 else "unsupported pickle content"
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(RuntimeError(text), 200)}" if text else type(exc).__name__
 
 
 def load_checkpoint(path: Path) -> tp.Dict[str, tp.Any]:
@@ -268,7 +269,7 @@ def load_t5(name: str) -> tp.Tuple[torch.nn.Module, tp.Any]:
         t5 = T5EncoderModel.from_pretrained(name, dtype=torch.float32)
     except Exception as exc:
         raise ModelNotFoundError(f"T5 model {name!r} could not be loaded ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:160]}); put it in the Hugging Face cache or pass "
+                                 f"{first_line(exc, 160)}); put it in the Hugging Face cache or pass "
                                  "--t5 DIR") from exc
     return t5.eval(), tokenizer
 

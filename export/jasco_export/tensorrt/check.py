@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jasco_runtime.errors import first_line
+
 from ..errors import InputError
 
 OPS_FILE = Path(__file__).resolve().parent.parent / "data" / "tensorrt_onnx_ops.json"
@@ -193,7 +195,7 @@ def check_trt_compatibility(onnx_path: tp.Union[str, Path], profiles: tp.Optiona
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
     except Exception as exc:  # pragma: no cover - depends on the graph
         inferred = model
-        warnings.append(f"ONNX shape inference failed ({str(exc).splitlines()[0][:200]}); dtypes of declared tensors only")
+        warnings.append(f"ONNX shape inference failed ({first_line(exc, 200)}); dtypes of declared tensors only")
     problems: tp.List[str] = []
     opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
     lo, hi = table["opset_range"]

@@ -5,7 +5,8 @@ import importlib.util
 import sys
 import typing as tp
 
-from ..errors import InputError
+from .. import signals
+from ..errors import InputError, first_line
 from .base import Engine, run_chunked
 
 if tp.TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +55,7 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
     else:
         from .onnxruntime_backend import OnnxRuntimeEngine, tensorrt_ep_options
 
+        signals_before = signals.received()
         try:
             engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads,
                                        tensorrt_options=lambda: tensorrt_ep_options(folder, key),
@@ -61,8 +63,9 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
         except InputError:
             raise
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...
-            text = str(exc).strip()
-            detail = text.splitlines()[0][:300] if text else type(exc).__name__
+            if signals.received() != signals_before:  # ONNX Runtime swallowed a Ctrl-C/SIGTERM: "initialization
+                raise signals.exception_for(signals.last_signal()) from exc  # failed" is then an interrupt (S02)
+            detail = first_line(exc, limit=300)
             raise InputError(f"ONNX Runtime cannot load {path} ({detail}); the file is damaged or not an ONNX graph "
                              "— re-run jasco-export or copy the folder again") from exc
     try:

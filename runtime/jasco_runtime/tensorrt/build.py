@@ -14,11 +14,12 @@ from __future__ import annotations
 import gc
 import os
 import time
+import logging
 import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, JascoError
+from ..errors import InputError, JascoError, first_line
 from ..export_folder import ArtifactKey, ExportFolder
 from ..files import atomic_write
 from .device import current_device
@@ -27,6 +28,8 @@ from .versions import require_polygraphy, require_tensorrt, tensorrt_versions
 
 TIMING_CACHE = "timing.cache"
 Log = tp.Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 class EngineBuildError(JascoError):
@@ -50,12 +53,8 @@ class BuildOptions:
 
 
 def _print(msg: str) -> None:
-    print(f"[build-engines] {msg}", flush=True)
-
-
-def _first_line(text: tp.Any) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else str(text)
+    """Progress of a build (minutes per engine) through logging: the CLI shows it, a library user can silence it."""
+    logger.info("%s", msg)
 
 
 def usable_timing_cache(path: tp.Optional[Path], log: Log = _print) -> tp.Optional[bytes]:
@@ -112,7 +111,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, timing_cach
         if cache_tmp is not None and cache_tmp.is_file():
             os.replace(cache_tmp, timing_cache)
     except PolygraphyException as exc:
-        raise EngineBuildError(f"TensorRT could not build {plan_path.name} from {onnx_path.name}: {_first_line(exc)} "
+        raise EngineBuildError(f"TensorRT could not build {plan_path.name} from {onnx_path.name}: {first_line(exc)} "
                                "(TensorRT's errors are printed above)") from None
     finally:
         if load is not None:

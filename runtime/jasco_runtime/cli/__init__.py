@@ -1,0 +1,58 @@
+"""``jasco-run``: generate music from exported JASCO graphs, verify an export folder, build its TensorRT engines.
+
+    jasco-run --engines engines/jasco-chords-drums-400M --text "funky groove" --out out.wav   # generate (default)
+    jasco-run verify ENGINES_DIR
+    jasco-run build-engines ENGINES_DIR
+
+One parser with a subcommand per job (:mod:`.app`), one wrapper that owns exit codes, signals and ``--json``
+errors (:mod:`.command`).  This module imports nothing heavy, so :func:`main` installs the signal handlers
+before numpy and the backends are imported: Ctrl-C in the first 0.1 s is a one-line exit 130 too (SX-*).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _exit_during_start_up(signum: int, frame: object) -> None:
+    """Ctrl-C/SIGTERM while jasco-run is still importing: nothing exists yet to clean up or report."""
+    term = signum == signal.SIGTERM
+    os.write(2, f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
+                "written\n".encode())
+    os._exit(128 + signum)
+
+
+# The command itself (the console script, or `python -m jasco_runtime.cli`, where argv[0] is "-m" while the
+# package is imported): handle the signals before anything else is imported.  A library import is left alone.
+if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "jasco-run"):
+    for _s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_s, _exit_during_start_up)
+
+import typing as tp  # noqa: E402
+
+from .. import signals as _signals  # noqa: E402
+from ..exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+__all__ = ["main", "parser", "COMMANDS"]
+
+
+def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    """``jasco-run`` (see :func:`jasco_runtime.cli.app.main` for the exit codes)."""
+    with _signals.interrupts():  # from here on Ctrl-C/SIGTERM raise; the subcommand wrapper reports them
+        try:
+            from .app import main as run_main
+        except KeyboardInterrupt as exc:  # the signal came while Python was still importing (numpy, ...)
+            term = isinstance(exc, _signals.Terminated)
+            print(f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
+                  "written", file=sys.stderr, flush=True)
+            return EXIT_TERMINATED if term else EXIT_INTERRUPTED
+        return run_main(argv)
+
+
+def __getattr__(name: str) -> tp.Any:  # lazy: importing jasco_runtime.cli pulls in no backend, numpy or handler
+    if name in ("parser", "COMMANDS"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(name)

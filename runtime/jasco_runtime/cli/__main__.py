@@ -1,0 +1,6 @@
+"""``python -m jasco_runtime.cli`` = ``jasco-run``."""
+import sys
+
+from . import main
+
+sys.exit(main())
