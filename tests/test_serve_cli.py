@@ -16,6 +16,8 @@ import pytest
 import requests
 import soundfile as sf
 
+pytestmark = pytest.mark.service
+
 CLI = [sys.executable, "-m", "jasco_serve.cli"]
 
 

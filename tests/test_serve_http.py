@@ -25,6 +25,8 @@ import pytest
 import requests
 import soundfile as sf
 
+pytestmark = pytest.mark.service
+
 SR = 32000
 TIMEOUT = 120.0  # the service's --request-timeout in this module
 CLIENT_TIMEOUT = TIMEOUT + 60

@@ -6,11 +6,18 @@ then collects concurrent requests with ``@serve.batch`` (up to ``max_batch_promp
 :func:`~jasco_runtime.batching.solve_group`: compatible requests share one ODE solve, the others run in
 their own solve within the same batch, so nothing waits for more than one batch. The engines run in a
 worker thread, so the replica keeps collecting the next batch while one is generating.
+
+Several models (``--engines A --engines B``): the default (first) model is loaded and warmed up in the
+constructor and stays; the others are loaded on first use through Ray Serve model multiplexing
+(``serve.multiplexed``: the router prefers replicas that hold the model; at most
+``max_models_per_replica - 1`` of them per replica besides the default, least recently used evicted — an
+evicted model is closed once its running solves are done). A collected batch is grouped per model first.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import typing as tp
 import uuid
@@ -51,29 +58,93 @@ class Failure:
 Outcome = tp.Union[Clip, Failure]
 
 
+class LoadedModel:
+    """One model's pipeline on a replica; closed when evicted (Ray Serve calls ``__del__``) and unused."""
+
+    def __init__(self, name: str, pipe: tp.Any, warmup_s: tp.Optional[float]):
+        self.name, self.pipe, self.warmup_s = name, pipe, warmup_s
+        self.users, self.retired, self._lock = 0, False, threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            self.users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            close = self.retired and self.users == 0
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            pipe.close()
+
+    def __del__(self) -> None:
+        with self._lock:
+            self.retired = True
+            close = self.users == 0
+        if close:
+            self._close()
+
+
+@dataclass
+class _Job:
+    model: LoadedModel
+    request: GenerationRequest
+
+
 @serve.deployment(name="JascoGenerator")
 class JascoGenerator:
     def __init__(self, config: ServeConfig):
-        from jasco_runtime import JascoPipeline
-
         self.config = config
-        self.pipe = JascoPipeline.from_dir(config.engines, backend=config.backend, providers=config.providers,
-                                           precision=config.precision)
+        if not config.model_names:
+            config.resolve_models()
         self._batched.set_max_batch_size(config.max_batch_prompts)
         self._batched.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
-        self.warmup_s = None
-        if config.warmup:
+        self.default = self._load(config.default_model)
+        self.pipe, self.warmup_s = self.default.pipe, self.default.warmup_s
+
+        async def load(model_id: str) -> LoadedModel:
+            return await asyncio.to_thread(self._load, model_id)
+
+        # the default model stays loaded; the others share the remaining room (at least one)
+        self._get_model = serve.multiplexed(max_num_models_per_replica=max(config.max_models_per_replica - 1, 1))(load)
+
+    def _load(self, name: str) -> LoadedModel:
+        from jasco_runtime import JascoPipeline
+
+        c = self.config
+        pipe = JascoPipeline.from_dir(c.model_names[name], backend=c.backend, providers=c.providers, precision=c.precision)
+        warmup_s = None
+        if c.warmup:
             start = time.perf_counter()
-            warm = GenerationRequest([""], solver="euler", steps=1, seed=0).resolved(self.pipe.manifest.defaults)
-            self.pipe.run(warm, progress=False)
-            self.warmup_s = time.perf_counter() - start
+            warm = GenerationRequest([""], solver="euler", steps=1, seed=0).resolved(pipe.manifest.defaults)
+            pipe.run(warm, progress=False)
+            warmup_s = time.perf_counter() - start
+        logger.info("model %s loaded", name)
+        return LoadedModel(name, pipe, warmup_s)
 
     # -- calls from the ingress ---------------------------------------------------------------------
-    async def generate(self, req: GenerationRequest) -> Outcome:
-        return await self._batched(req)
+    async def generate(self, req: GenerationRequest, model: tp.Optional[str] = None) -> Outcome:
+        name = model or self.config.default_model
+        if name == self.config.default_model:
+            loaded = self.default
+        else:
+            try:
+                loaded = await self._get_model(name)
+            except Exception as exc:  # noqa: BLE001 — a folder that stopped loading: answer, keep serving
+                logger.error("loading model %s failed: %s", name, _first_line(exc)[:300])
+                return Failure(500, f"model {name!r} could not be loaded ({type(exc).__name__}); see the server log")
+        loaded.acquire()
+        try:
+            return await self._batched(_Job(loaded, req))
+        finally:
+            loaded.release()
 
     def describe(self) -> tp.Dict[str, tp.Any]:
-        """What this replica runs (for ``GET /v1/models``)."""
+        """What this replica runs for the default model (for ``GET /v1/models``)."""
         engine = self.pipe.engines["flow_step"]
         session = getattr(engine, "session", None)
         on_gpu = bool(getattr(engine, "on_gpu", False))
@@ -88,15 +159,27 @@ class JascoGenerator:
 
     # -- batching -----------------------------------------------------------------------------------
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # both reset from the config in __init__
-    async def _batched(self, reqs: tp.List[GenerationRequest]) -> tp.List[Outcome]:
-        return await asyncio.to_thread(self._run, reqs)
+    async def _batched(self, jobs: tp.List[_Job]) -> tp.List[Outcome]:
+        return await asyncio.to_thread(self._run_jobs, jobs)
 
-    def _run(self, reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
+    def _run_jobs(self, jobs: tp.Sequence[_Job]) -> tp.List[Outcome]:
+        """One collected batch: each model's requests are batched among themselves."""
+        out: tp.List[Outcome] = [Failure(500, "not run")] * len(jobs)
+        by_model: tp.Dict[int, tp.List[int]] = {}
+        for i, job in enumerate(jobs):
+            by_model.setdefault(id(job.model), []).append(i)
+        for idx in by_model.values():
+            pipe = jobs[idx[0]].model.pipe
+            for i, res in zip(idx, self._run(pipe, [jobs[i].request for i in idx])):
+                out[i] = res
+        return out
+
+    def _run(self, pipe: tp.Any, reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
         out: tp.List[Outcome] = [Failure(500, "not run")] * len(reqs)
-        for group in group_requests(self.pipe, reqs, self.config.max_batch_prompts):
+        for group in group_requests(pipe, reqs, self.config.max_batch_prompts):
             solve_id = uuid.uuid4().hex
             try:
-                results = solve_group(self.pipe, [reqs[i] for i in group])
+                results = solve_group(pipe, [reqs[i] for i in group])
             except Exception as exc:  # an engine failure: answer each request of the solve, keep serving
                 logger.exception("solve of %d request(s) failed", len(group))
                 results = [JascoError(f"the generation failed ({type(exc).__name__}: {_first_line(exc)})")] * len(group)
