@@ -51,16 +51,6 @@ def _drum_file(path: Path, seed: int, rate: int, channels: int, seconds: float =
 
 
 @pytest.fixture(scope="module")
-def melody_engines(tiny_hub, tmp_path_factory) -> Path:
-    """The tiny chords-drums-melody model exported fp32 (parity runs skipped: the runtime tests cover them)."""
-    from jasco_export.exporter import ExportOptions, run_export
-
-    out = tmp_path_factory.mktemp("engines-melody") / "chords-drums-melody"
-    return run_export(ExportOptions(model="jasco-tiny/chords-drums-melody", out=out, precisions=("fp32",),
-                                    run_parity=False, end_to_end=False)).out
-
-
-@pytest.fixture(scope="module")
 def service(tiny_engines, melody_engines):
     import ray
     from ray import serve

@@ -56,7 +56,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # neve
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
 
-@serve.deployment(name="JascoIngress", num_replicas=1, ray_actor_options={"num_cpus": 0})
+HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node (where Serve's controller runs too)
+
+
+@serve.deployment(name="JascoIngress", num_replicas=1, ray_actor_options={"num_cpus": 0, "resources": {HEAD_NODE: 0.001}})
 @serve.ingress(api)
 class JascoIngress:
     def __init__(self, generator: DeploymentHandle, config: ServeConfig):
@@ -195,7 +198,8 @@ class JascoIngress:
         latency = time.perf_counter() - arrival
         self.metrics.generated(latency, clip.solve_id, clip.solve_prompts)
         headers = {"X-Jasco-Seed": str(parsed.seed), "X-Jasco-NFE": str(clip.nfe),
-                   "X-Jasco-Latency-Ms": f"{latency * 1000:.1f}", "X-Jasco-Batch-Prompts": str(clip.solve_prompts)}
+                   "X-Jasco-Latency-Ms": f"{latency * 1000:.1f}", "X-Jasco-Batch-Prompts": str(clip.solve_prompts),
+                   "X-Jasco-Replica": clip.replica}
         if "application/json" in request.headers.get("accept", ""):
             timings = {k: round(float(v), 6) for k, v in clip.timings.items() if k != "batch_prompts"}
             timings["latency"] = round(latency, 6)
@@ -320,7 +324,8 @@ def build_app(config: ServeConfig) -> serve.Application:
         ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
         graceful_shutdown_timeout_s=config.request_timeout, max_constructor_retry_count=3, **extra,
     ).bind(config)
-    # the ingress takes every connection at once so its own admission (max_queued) answers the excess fast
+    # the ingress takes every connection at once so its own admission (max_queued) answers the excess fast;
+    # it stays on the head node, so losing a worker node loses generator replicas only
     return JascoIngress.options(max_ongoing_requests=config.max_queued + 256,
                                 graceful_shutdown_timeout_s=config.request_timeout + 10,
                                 max_constructor_retry_count=3).bind(generator, config)

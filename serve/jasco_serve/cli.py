@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", type=Path,
                    help="require Authorization: Bearer KEY on /v1/* (one key per line; re-read on SIGHUP)")
     p.add_argument("--metrics-public", action="store_true", help="with --api-key-file: /metrics needs no key")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="report ready without the warm-up generation of each replica (faster start, slower first answer)")
     p.add_argument("-v", "--verbose", action="store_true", help="Ray's own INFO logs too")
     return p
 
@@ -101,6 +103,7 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
         request_timeout=a.request_timeout, max_upload_mb=a.max_upload_mb, address=a.address, backend=a.backend,
         provider=a.provider, precision=a.precision, app_name=a.name, route_prefix=a.route_prefix,
         api_key_file=a.api_key_file.resolve() if a.api_key_file else None, metrics_public=a.metrics_public,
+        warmup=not a.no_warmup,
     ).check()
 
 
@@ -194,7 +197,7 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         if config.address:
             ray.init(address=config.address, log_to_driver=verbose, logging_level=level)
         else:  # a private local instance: every port on loopback (see loopback.py), its session folder ours
-            temp_dir = config.ray_temp_dir or tempfile.mkdtemp(prefix="jasco-ray-")
+            temp_dir = config.ray_temp_dir or tempfile.mkdtemp(prefix="jasco-ray-", dir=_short_temp_root())
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=verbose,
                      logging_level=level, _temp_dir=temp_dir)
         started = True
@@ -245,6 +248,12 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
             signal.signal(s, h)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _short_temp_root() -> str:
+    """$TMPDIR, or /tmp where $TMPDIR is too long for the Unix socket paths Ray puts under it (107 bytes)."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= 40 else "/tmp"
 
 
 def _shutdown(config: ServeConfig, started: bool) -> None:

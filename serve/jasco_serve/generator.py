@@ -45,6 +45,7 @@ class Clip:
     timings: tp.Dict[str, float] = field(default_factory=dict)
     solve_id: str = ""  # requests of one ODE solve share it
     solve_prompts: int = 1
+    replica: str = ""  # the replica that generated it (Ray Serve's replica id)
 
 
 @dataclass
@@ -103,6 +104,10 @@ class JascoGenerator:
             config.resolve_models()
         self._batched.set_max_batch_size(config.max_batch_prompts)
         self._batched.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
+        try:
+            self.replica_id = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # noqa: BLE001 — outside a replica (unit use)
+            self.replica_id = ""
         self.default = self._load(config.default_model)
         self.pipe, self.warmup_s = self.default.pipe, self.default.warmup_s
 
@@ -110,6 +115,7 @@ class JascoGenerator:
             return await asyncio.to_thread(self._load, model_id)
 
         # the default model stays loaded; the others share the remaining room (at least one)
+        self._load_fn = load
         self._get_model = serve.multiplexed(max_num_models_per_replica=max(config.max_models_per_replica - 1, 1))(load)
 
     def _load(self, name: str) -> LoadedModel:
@@ -154,6 +160,16 @@ class JascoGenerator:
         return {"backend": self.pipe.backend, "precision": precision,
                 "providers": session.get_providers() if session is not None else None, "warmup_s": self.warmup_s}
 
+    def loaded_models(self) -> tp.List[str]:
+        """The models this replica holds now: the default, then the multiplexed ones (least recent first)."""
+        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper", None)
+        return [self.config.default_model, *(list(wrapper.models) if wrapper is not None else [])]
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def ready(self) -> bool:
         return True  # the constructor loaded the engines and ran the warm-up
 
@@ -188,7 +204,8 @@ class JascoGenerator:
                 if isinstance(res, JascoError):
                     out[i] = Failure(400 if isinstance(res, InputError) else 500, _first_line(res))
                 else:
-                    out[i] = Clip(res.audio[0], res.sample_rate, res.nfe, dict(res.timings), solve_id, prompts)
+                    out[i] = Clip(res.audio[0], res.sample_rate, res.nfe, dict(res.timings), solve_id, prompts,
+                                  self.replica_id)
         return out
 
 
