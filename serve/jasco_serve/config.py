@@ -92,6 +92,8 @@ class ServeConfig:
 
         names: tp.Dict[str, Path] = {}
         for path in self.folders:
+            if Path(path).resolve() in [p.resolve() for p in names.values()]:
+                raise InputError(f"--engines {path} is given twice; give each export folder once")
             folder = ExportFolder.open(path)
             folder.runtime_graphs()
             name = folder.model_id

@@ -186,6 +186,10 @@ class JascoGenerator:
             by_model.setdefault(id(job.model), []).append(i)
         for idx in by_model.values():
             pipe = jobs[idx[0]].model.pipe
+            if pipe is None:  # evicted and closed before this batch ran (the ingress answers 500: retry)
+                for i in idx:
+                    out[i] = Failure(500, f"model {jobs[i].model.name!r} was unloaded meanwhile; retry")
+                continue
             for i, res in zip(idx, self._run(pipe, [jobs[i].request for i in idx])):
                 out[i] = res
         return out
