@@ -69,7 +69,7 @@ def test_bad_settings_exit_2_with_one_line(tiny_engines, tmp_path, args, words):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jasco-serve: error: ") and words in lines[0], r.stderr
-    assert list(tmp_path.iterdir()) == []  # Ray never started: no session folder
+    assert left_behind(tmp_path) == []  # Ray never started: no session folder
 
 
 def test_busy_port_exits_2_before_ray_starts(tiny_engines, tmp_path):
@@ -82,7 +82,7 @@ def test_busy_port_exits_2_before_ray_starts(tiny_engines, tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == (
         f"jasco-serve: error: port {port} on 127.0.0.1 is already in use (another jasco-serve?); pick another "
         "--port or stop the program listening there"), r.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert left_behind(tmp_path) == []
 
 
 def test_sigterm_during_start_up_exits_143_and_leaves_nothing(tiny_engines, tmp_path):

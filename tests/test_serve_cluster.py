@@ -37,7 +37,8 @@ def cluster_service(tiny_engines):
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # one HTTP proxy: both "nodes" are this machine, so a proxy per node would compete for the port
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         config = ServeConfig(tiny_engines.out, port=port, replicas=2, max_replicas_per_node=1, cpus_per_replica=1,
                              max_batch_prompts=4, batch_wait_ms=20, request_timeout=TIMEOUT, app_name="c").check()
         serve.run(build_app(config), name="c", route_prefix="/")
@@ -103,7 +104,7 @@ def test_two_nodes_16_requests_equal_offline_then_a_node_is_lost(cluster_service
 
     def long_one(i: int) -> None:
         try:
-            results[i] = requests.post(f"{url}/v1/generate", json={"text": "x", "steps": 60, "seed": i},
+            results[i] = requests.post(f"{url}/v1/generate", json={"text": "x", "steps": 200, "seed": i},
                                        timeout=TIMEOUT)
         except BaseException as exc:  # noqa: BLE001 — asserted below
             results[i] = exc

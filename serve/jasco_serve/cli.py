@@ -233,11 +233,15 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         if left:
             print(f"jasco-serve: {left} request(s) still in flight at the deadline", file=sys.stderr, flush=True)
         return 0
-    except _Interrupted as exc:
+    except (_Interrupted, SystemExit) as exc:
+        # SystemExit: the signal came while ray.init's own SIGTERM handler (sys.exit(signum)) was installed
+        signum = exc.signum if isinstance(exc, _Interrupted) else exc.code
+        if isinstance(exc, SystemExit) and not (stop.raising and signum in (signal.SIGTERM, signal.SIGINT)):
+            raise
         stop.raising = False
-        name = "SIGINT" if exc.signum == signal.SIGINT else "SIGTERM"
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
         print(f"jasco-serve: {name} during start-up; stopped", file=sys.stderr, flush=True)
-        return 128 + exc.signum
+        return 128 + int(signum)
     except JascoError as exc:
         print(f"jasco-serve: error: {_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -5,6 +5,7 @@ Kept outside the deployment module so Ray pickles them by reference (the ingress
 from __future__ import annotations
 
 import importlib.resources
+import re
 import typing as tp
 
 from fastapi import Request
@@ -23,9 +24,11 @@ def bounded(text: str, limit: int = MAX_ERROR_CHARS, word: int = MAX_WORD_CHARS)
     """One line of at most ``limit`` characters: line breaks and control characters become spaces, each
     space-free run longer than 60 characters is cut, and a longer text is cut, with "…" — so an error that
     quotes a huge field (or a file's bytes) never echoes it."""
-    line = "".join(c if c.isprintable() else " " for c in str(text)[:4 * limit])
-    words = [w if len(w) <= word else w[:word - 1] + "…" for w in line.split()]
-    line = " ".join(words)
+    text = str(text)
+    if len(text) > 34 * 1024:  # a huge quoted value: its start and the message's end (the fix) are enough
+        text = text[:32 * 1024] + "… " + text[-1024:]
+    text = re.sub(r"\S{%d,}" % (word + 1), lambda m: m.group(0)[:word - 1] + "…", text)
+    line = " ".join("".join(c if c.isprintable() else " " for c in text[:4 * limit]).split())
     return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 
 
