@@ -139,6 +139,7 @@ def test_concurrent_requests_for_two_models_while_evicting(models_service):
             assert np.abs(_audio(r) - want).max() <= 1e-5
 
 
+@pytest.mark.slow  # a second replica and a sustained load: ~2 min on 2 idle cores, beyond CI's budget
 def test_replicas_auto_scales_up_under_load(models_service, tiny_engines):
     """--replicas auto: Ray Serve autoscaling between 1 and 2 replicas on the requests each one holds."""
     from ray import serve
