@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
     p.add_argument("--provider", choices=list(PROVIDERS), help="ONNX Runtime execution provider")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                   help="ONNX graph precision (default fp16 with an explicit --provider cuda|tensorrt if exported, else fp32; int8: CPU flow step, if exported)")
+                   help="ONNX graph precision (default fp16 with an explicit --provider cuda if exported, else fp32; int8: CPU flow step, if exported)")
     p.add_argument("--name", default=d.app_name, help="Ray Serve application name")
     p.add_argument("--route-prefix", default=d.route_prefix, help="URL prefix of the service")
     p.add_argument("--api-key-file", type=Path,
