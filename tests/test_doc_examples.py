@@ -99,7 +99,8 @@ class _Server:
         self.stop()
         log = cwd / f"server-{port}.log"
         self.log = log
-        self.proc = subprocess.Popen(["bash", "-c", PRELUDE + code + f" --port {port}"], cwd=cwd, env=env,
+        code = code.replace("jasco-serve ", f"jasco-serve --port {port} ", 1)  # before any trailing comment
+        self.proc = subprocess.Popen(["bash", "-c", PRELUDE + code], cwd=cwd, env=env,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300
         while "jasco-serve: ready at" not in log.read_text():

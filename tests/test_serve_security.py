@@ -163,3 +163,36 @@ def test_readme_multipart_example_quoting(keyed, tmp_path):
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert r.stdout == "200", (r.stdout, out.read_bytes()[:300] if out.exists() else b"")
     assert sf.info(str(out)).duration == pytest.approx(10.0)
+
+
+def test_web_page_asks_for_the_key_once(keyed, tmp_path):
+    """The page shows the key form on the first 401, keeps the key in sessionStorage and sends it after."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_serve_http import _browser
+
+    svc, _ = keyed
+    browser = _browser(tmp_path)
+    try:
+        browser.get(svc.url + "/")
+        wait = WebDriverWait(browser, TIMEOUT)
+        wait.until(EC.visibility_of_element_located((By.ID, "key-form")))
+        assert "API key" in browser.find_element(By.ID, "error").text
+        browser.find_element(By.ID, "api-key").send_keys(KEY_B)
+        browser.find_element(By.ID, "key-submit").click()
+        wait.until(lambda b: "jasco-tiny/chords-drums" in b.find_element(By.ID, "model-info").text)
+        assert browser.execute_script("return sessionStorage.getItem('jasco-serve-api-key')") == KEY_B
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("1")
+        browser.find_element(By.ID, "submit").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "result")))
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        browser.refresh()  # same tab: the key is still there, no prompt
+        wait.until(lambda b: "jasco-tiny/chords-drums" in b.find_element(By.ID, "model-info").text)
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+    finally:
+        browser.quit()
