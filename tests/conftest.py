@@ -61,6 +61,16 @@ def tiny_engines(tiny_hub, tmp_path_factory):
     return res
 
 
+@pytest.fixture(scope="session")
+def melody_engines(tiny_hub, tmp_path_factory) -> Path:
+    """The tiny chords-drums-melody model exported fp32 (parity runs skipped: the runtime tests cover them)."""
+    from jasco_export.exporter import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("engines-melody") / "chords-drums-melody"
+    return run_export(ExportOptions(model="jasco-tiny/chords-drums-melody", out=out, precisions=("fp32",),
+                                    run_parity=False, end_to_end=False)).out
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TINY_ROOT, ignore_errors=True)
 

@@ -4,17 +4,25 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing as tp
+from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import soundfile as sf
+
+from serve_process import left_behind
+
+pytestmark = pytest.mark.service
 
 CLI = [sys.executable, "-m", "jasco_serve.cli"]
 
@@ -25,27 +33,85 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _no_gpu() -> bool:
+    from jasco_serve.preflight import local_gpus
+
+    return local_gpus() == 0
+
+
 @pytest.mark.parametrize("args, words", [
     (["--engines", "/nonexistent/engines"], "does not exist"),
     (["--replicas", "0"], "--replicas must be a positive integer"),
+    (["--replicas", "many"], "--replicas: must be a positive integer or auto"),
     (["--max-queued", "-3"], "--max-queued must be a positive integer"),
     (["--request-timeout", "0"], "--request-timeout must be a positive number"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    # the start-up failures of the new-user sweep (SC08, SC09, SC12, SC15 and the busy port): before Ray starts
+    (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an IP address"),
+    (["--host", "192.0.2.123"], "--host 192.0.2.123 is not an address of this machine"),
+    (["--provider", "cuda"], "ONNX Runtime here has no CUDAExecutionProvider"),
+    (["--precision", "int8"], "has no int8 flow_step graph (has: fp16, fp32)"),
+    (["--backend", "tensorrt"], "has no TensorRT engines"),
+    (["--gpus-per-replica", "1"], "need 1 GPU(s), this machine has 0"),
+    (["--replicas", "64", "--cpus-per-replica", "1"], "need 64 CPUs, this machine has"),
+    (["--api-key-file", "/nonexistent/keys.txt"], "--api-key-file /nonexistent/keys.txt does not exist"),
+    (["--replicas", "auto", "--min-replicas", "3", "--max-replicas", "2"], "--min-replicas (3) is above --max-replicas (2)"),
 ])
-def test_bad_settings_exit_2_with_one_line(tiny_engines, args, words):
+def test_bad_settings_exit_2_with_one_line(tiny_engines, tmp_path, args, words):
+    if "--provider" in args:
+        ort = pytest.importorskip("onnxruntime")
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            pytest.skip("this machine has the CUDA provider")
+    if "--gpus-per-replica" in args and not _no_gpu():
+        pytest.skip("this machine has a GPU")
     cmd = CLI + ["--engines", str(tiny_engines.out)] + args
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jasco-serve: error: ") and words in lines[0], r.stderr
+    assert left_behind(tmp_path) == []  # Ray never started: no session folder
+
+
+def test_busy_port_exits_2_before_ray_starts(tiny_engines, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run(CLI + ["--engines", str(tiny_engines.out), "--port", str(port)], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"jasco-serve: error: port {port} on 127.0.0.1 is already in use (another jasco-serve?); pick another "
+        "--port or stop the program listening there"), r.stderr
+    assert left_behind(tmp_path) == []
+
+
+def test_sigterm_during_start_up_exits_143_and_leaves_nothing(tiny_engines, tmp_path):
+    from serve_process import ServeProcess
+
+    svc = ServeProcess(["--engines", str(tiny_engines.out), "--cpus-per-replica", "0"], tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(svc.tmp.iterdir()):  # Ray is starting (its session folder exists)
+            assert svc.proc.poll() is None and time.monotonic() < deadline, svc.log
+            time.sleep(0.1)
+        assert svc.stop(signal.SIGTERM, timeout=60) == 143, svc.log
+        assert "SIGTERM during start-up; stopped" in svc.log and "Traceback" not in svc.log, svc.log
+        assert left_behind(svc.tmp) == [], left_behind(svc.tmp)
+        time.sleep(2)
+        assert not [p for p in psutil.process_iter(["cmdline"]) if str(svc.tmp) in " ".join(p.info["cmdline"] or [])]
+    finally:
+        svc.cleanup()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_engines, tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "serve.log", "w+")
+    tmp = Path(tempfile.mkdtemp(prefix="js-", dir="/tmp"))  # the process's TMPDIR: what it leaves behind
     proc = subprocess.Popen(CLI + ["--engines", str(tiny_engines.out), "--port", str(port), "--cpus-per-replica", "0",
                                    "--max-batch-prompts", "2", "--request-timeout", "120"],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
     try:
         deadline = time.monotonic() + 300
         while "jasco-serve: ready at" not in (tmp_path / "serve.log").read_text():
@@ -80,9 +146,14 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_engines, tmp_path):
             wav, sr = sf.read(io.BytesIO(r.content), dtype="float32")
             assert sr == 32000 and wav.shape == (320000,)
         assert proc.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()[-3000:]
-        assert "draining in-flight requests" in (tmp_path / "serve.log").read_text()
+        text = (tmp_path / "serve.log").read_text()
+        assert "draining in-flight requests" in text
+        # quiet and clean: no colour codes, no Ray shutdown noise, no session folder left in $TMPDIR
+        assert "\x1b[" not in text and "graceful_shutdown" not in text and "Traceback" not in text, text
+        assert left_behind(tmp) == [], left_behind(tmp)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)

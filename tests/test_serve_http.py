@@ -25,6 +25,8 @@ import pytest
 import requests
 import soundfile as sf
 
+pytestmark = pytest.mark.service
+
 SR = 32000
 TIMEOUT = 120.0  # the service's --request-timeout in this module
 CLIENT_TIMEOUT = TIMEOUT + 60
@@ -46,16 +48,6 @@ def _drum_file(path: Path, seed: int, rate: int, channels: int, seconds: float =
         wav[start:start + hit.shape[0]] += 0.5 * hit.astype(np.float32)
     sf.write(str(path), wav, rate, subtype="FLOAT")
     return path
-
-
-@pytest.fixture(scope="module")
-def melody_engines(tiny_hub, tmp_path_factory) -> Path:
-    """The tiny chords-drums-melody model exported fp32 (parity runs skipped: the runtime tests cover them)."""
-    from jasco_export.exporter import ExportOptions, run_export
-
-    out = tmp_path_factory.mktemp("engines-melody") / "chords-drums-melody"
-    return run_export(ExportOptions(model="jasco-tiny/chords-drums-melody", out=out, precisions=("fp32",),
-                                    run_parity=False, end_to_end=False)).out
 
 
 @pytest.fixture(scope="module")

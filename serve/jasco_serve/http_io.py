@@ -5,6 +5,7 @@ Kept outside the deployment module so Ray pickles them by reference (the ingress
 from __future__ import annotations
 
 import importlib.resources
+import re
 import typing as tp
 
 from fastapi import Request
@@ -15,17 +16,41 @@ from jasco_runtime.errors import InputError
 
 from .inputs import FIELDS, UPLOADS
 
+MAX_ERROR_CHARS = 300  # an error line is at most this long (the end cut with "…")
+MAX_WORD_CHARS = 60  # and no run of characters without a space is longer (a quoted value is cut with "…")
+
+
+def bounded(text: str, limit: int = MAX_ERROR_CHARS, word: int = MAX_WORD_CHARS) -> str:
+    """One line of at most ``limit`` characters: line breaks and control characters become spaces, each
+    space-free run longer than 60 characters is cut, and a longer text is cut, with "…" — so an error that
+    quotes a huge field (or a file's bytes) never echoes it."""
+    text = str(text)
+    if len(text) > 34 * 1024:  # a huge quoted value: its start and the message's end (the fix) are enough
+        text = text[:32 * 1024] + "… " + text[-1024:]
+    text = re.sub(r"\S{%d,}" % (word + 1), lambda m: m.group(0)[:word - 1] + "…", text)
+    line = " ".join("".join(c if c.isprintable() else " " for c in text[:4 * limit]).split())
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
 
 class HTTPError(Exception):
-    """An answer other than 200, raised inside a route."""
+    """An answer other than 200, raised inside a route; its message is :func:`bounded`."""
 
-    def __init__(self, status: int, message: str, retry_after: tp.Optional[int] = None):
-        super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
+    def __init__(self, status: int, message: str, retry_after: tp.Optional[int] = None,
+                 headers: tp.Optional[tp.Mapping[str, str]] = None):
+        self.message = bounded(message)
+        super().__init__(self.message)
+        self.status, self.retry_after, self.headers = status, retry_after, dict(headers or {})
 
     def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers or None)
+
+
+def unauthorized() -> HTTPError:
+    return HTTPError(401, "missing or unknown API key; send the header Authorization: Bearer KEY",
+                     headers={"WWW-Authenticate": 'Bearer realm="jasco-serve"'})
 
 async def call(method: tp.Any) -> tp.Any:
     return await method.remote()

@@ -3,7 +3,10 @@
 ``jasco_requests_total{status}`` counts every answered ``/v1/generate`` by HTTP status;
 ``jasco_queue_depth`` is the number of admitted generation requests not yet answered (waiting for a batch
 or generating — what ``--max-queued`` bounds); ``jasco_batch_prompts`` observes each ODE solve once with its
-number of prompts; ``jasco_request_latency_seconds`` is arrival → answer of successful generations.
+number of prompts; ``jasco_request_latency_seconds`` is arrival → answer of successful generations;
+``jasco_key_requests_total{key_id, status}`` counts the ``/v1/*`` requests of each API key by the key's id
+(:func:`jasco_serve.auth.key_id`, never the key; ``key_id="none"`` for refused requests without a valid key);
+``jasco_model_requests_total{model}`` the generations asked of each model.
 """
 from __future__ import annotations
 
@@ -32,12 +35,21 @@ class ServiceMetrics:
                                        registry=self.registry)
         self.latency = Histogram("jasco_request_latency_seconds", "Arrival to answer of successful generations",
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.key_requests = Counter("jasco_key_requests", "/v1/* requests by API key id (not the key) and status",
+                                    ["key_id", "status"], registry=self.registry)
+        self.model_requests = Counter("jasco_model_requests", "Answered /v1/generate requests by model",
+                                      ["model"], registry=self.registry)
         self._solves: tp.Deque[str] = collections.deque(maxlen=4096)
         self._seen: tp.Set[str] = set()
         self._recent: tp.Deque[float] = collections.deque(maxlen=recent)
 
-    def answered(self, status: int) -> None:
+    def answered(self, status: int, model: tp.Optional[str] = None) -> None:
         self.requests.labels(status=str(status)).inc()
+        if model is not None:
+            self.model_requests.labels(model=model).inc()
+
+    def keyed(self, key_id: tp.Optional[str], status: int) -> None:
+        self.key_requests.labels(key_id=key_id or "none", status=str(status)).inc()
 
     def generated(self, latency_s: float, solve_id: str, solve_prompts: int) -> None:
         """A successful generation; its solve is counted once however many requests it answered."""

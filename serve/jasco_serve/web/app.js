@@ -5,6 +5,35 @@
 const $ = (id) => document.getElementById(id);
 let objectUrl = null;
 
+// API keys (jasco-serve --api-key-file): asked once, on the first 401, and kept in sessionStorage (this tab
+// only, gone when it closes); sent as "Authorization: Bearer KEY" on every /v1 call.
+const KEY_STORE = "jasco-serve-api-key";
+
+function apiFetch(url, options = {}) {
+  const key = sessionStorage.getItem(KEY_STORE);
+  const headers = Object.assign({}, options.headers || {});
+  if (key) headers.Authorization = `Bearer ${key}`;
+  return fetch(url, Object.assign({}, options, { headers }));
+}
+
+function askForKey(message) {
+  sessionStorage.removeItem(KEY_STORE);
+  $("key-form").hidden = false;
+  $("api-key").focus();
+  showError(message);
+}
+
+function saveKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY_STORE, key);
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  $("error").hidden = true;
+  loadModel();
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = false;
@@ -18,8 +47,13 @@ function syncSolver() {
 
 async function loadModel() {
   try {
-    const r = await fetch("v1/models");
+    const r = await apiFetch("v1/models");
     const m = await r.json();
+    if (r.status === 401) {
+      $("model-info").textContent = "(this service needs an API key)";
+      askForKey(m.error || "this service needs an API key");
+      return;
+    }
     if (!r.ok) throw new Error(m.error || r.statusText);
     $("model-info").textContent = `Model ${m.model} (${m.conditioners.join(", ")}), ${m.duration} s at ` +
       `${m.sample_rate} Hz, ${m.backend} ${m.precision}.`;
@@ -58,11 +92,11 @@ async function generate(event) {
   $("submit").disabled = true;
   $("status").textContent = "Generating…";
   try {
-    const r = await fetch("v1/generate", { method: "POST", body: formData(), headers: { Accept: "audio/wav" } });
+    const r = await apiFetch("v1/generate", { method: "POST", body: formData(), headers: { Accept: "audio/wav" } });
     if (!r.ok) {
       let message = `${r.status} ${r.statusText}`;
       try { message = (await r.json()).error || message; } catch (_) { /* not JSON */ }
-      showError(message);
+      if (r.status === 401) askForKey(message); else showError(message);
       return;
     }
     const blob = await r.blob();
@@ -88,5 +122,6 @@ for (const id of ["cfg_coef_all", "cfg_coef_txt"]) {
 }
 $("solver").addEventListener("change", syncSolver);
 $("generate-form").addEventListener("submit", generate);
+$("key-form").addEventListener("submit", saveKey);
 syncSolver();
 loadModel();
