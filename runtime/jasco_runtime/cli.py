@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chords", help='"C:0 F:4 G:6", "(C, 0.0), (D, 2.0)", a .lab or a .json file')
     p.add_argument("--drums", type=Path, help="drum stem audio (any rate/channels; resampled to the model rate)")
     p.add_argument("--melody", type=Path, help="melody salience .npy, [53, T] or [T, 53] at 50 Hz (T ≥ 1, T ≠ 53)")
+    p.add_argument("--reference", type=Path, help="a song: chords, melody and drums extracted from it (the 'extract' "
+                                                  "extra; --chords/--melody/--drums override each), see docs/extract.md")
     p.add_argument("--cfg-all", type=float, help="CFG weight of the all-conditions term (default: manifest)")
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"])
@@ -163,6 +165,10 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     req = GenerationRequest(prompts, cfg_coef_all=a.cfg_all, cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps,
                             rtol=a.rtol, atol=a.atol, seed=a.seed, duration=a.duration, overlap=a.overlap,
                             **_inputs(a, folder)).resolved(folder.defaults)
+    if a.reference is not None:  # conditions from a song (jasco_runtime.extract); explicit options win
+        from .extract.reference import for_request
+
+        req = for_request(folder, a.reference, req)
     pipe = JascoPipeline.from_dir(a.engines, backend=a.backend, providers=[a.provider] if a.provider else None,
                                   precision=a.precision, low_memory=a.low_memory)
     res = pipe.run(req, progress=not a.no_progress)
@@ -215,6 +221,10 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         from .tensorrt.cli import main as build_engines
 
         return build_engines(argv[1:])
+    if argv and argv[0] in ("extract-chords", "extract-melody"):  # conditions from a recording (docs/extract.md)
+        from .extract.cli import chords_main, melody_main
+
+        return {"extract-chords": chords_main, "extract-melody": melody_main}[argv[0]](argv[1:])
     if argv and argv[0] in ("verify",):
         return _subcommand(argv[0], argv[1:])
     as_json = "--json" in argv
