@@ -195,13 +195,14 @@ def chord_cases(rates: tp.Sequence[int] = (32000, 44100, 48000), drums: tp.Seque
                                   chords, sr, drums=d, seed=sr)
 
 
-def melody_cases(rates: tp.Sequence[int] = (32000, 44100, 48000)) -> tp.Iterator[MelodyCase]:
+def melody_cases(rates: tp.Sequence[int] = (32000, 44100, 48000), seed_base: int = 2100) -> tp.Iterator[MelodyCase]:
+    """Eight leads; ``seed_base`` 2100: lines the lead tracker was NOT tuned on (it was tuned on 100 and 1100)."""
     variants = [("saw", 0.0, False), ("square", 0.0, True), ("flute", 0.3, False), ("pluck", 0.0, True),
                 ("organ", 0.5, True), ("saw", 0.4, True), ("sine", 0.0, False), ("sine", 0.3, True)]
     for i, (timbre, vib, drums) in enumerate(variants):
         sr = rates[i % len(rates)]
         name = f"{timbre}{'-vibrato' if vib else ''}{'-drums' if drums else ''}-{sr // 1000 if sr % 1000 == 0 else sr / 1000:g}k"
-        yield melody(name, sr, timbre, vibrato=vib, drums=drums, seed=100 + i)
+        yield melody(name, sr, timbre, vibrato=vib, drums=drums, seed=seed_base + i)
 
 
 # -- scores ------------------------------------------------------------------------------------------------------
