@@ -1,6 +1,6 @@
 """The HTTP ingress (FastAPI on Ray Serve) and the application that ties it to the generator replicas.
 
-Routes: ``POST /v1/generate``, ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
+Routes: ``POST /v1/generate``, ``POST /v1/extract`` (:mod:`.extract_route`), ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
 ``GET /`` (web page). Error contract: every error is JSON ``{"error": "<one line>"}`` — 400 bad input (the
 runtime's messages), 413 body over ``--max-upload-mb``, 415 unsupported content type, 503 + ``Retry-After``
 when ``--max-queued`` requests are already admitted, while shutting down or when a replica died under a
@@ -26,6 +26,7 @@ from jasco_runtime import audio_io
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 
+from . import extract_route
 from .config import ServeConfig
 from .generator import Clip, Failure, JascoGenerator
 from .http_io import HTTPError, call, read_body, read_form, web_file
@@ -147,6 +148,13 @@ class JascoIngress:
                                  "sample_rate": clip.sample_rate, "seed": parsed.seed, "nfe": clip.nfe,
                                  "batch_prompts": clip.solve_prompts, "timings": timings}, headers=headers)
         return Response(wav, media_type="audio/wav", headers=headers)
+
+    @api.post("/v1/extract")
+    async def extract(self, request: Request) -> Response:  # conditions from a song (extract_route.py)
+        try:
+            return await extract_route.extract(request, self.folder, self.config.max_upload_bytes)
+        except HTTPError as err:
+            return err.response()
 
     # -- service ------------------------------------------------------------------------------------
     @api.get("/healthz")

@@ -8,8 +8,8 @@ prompt tokenized against the text profile. Each failure is an :class:`InputError
 
 Fields (JSON body or multipart form): ``text``, ``chords`` ("C:0 F:4" or [["C", 0], ["F", 4]]),
 ``cfg_coef_all``, ``cfg_coef_txt``, ``solver``, ``steps``, ``rtol``, ``atol``, ``seed``, ``duration``,
-``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file)
-and ``melody`` (.npy).
+``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file),
+``melody`` (.npy) and ``reference`` (a song: the unset conditions are extracted from it, docs/extract.md).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
 FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration", "overlap",
           "format", "normalize")
-UPLOADS = ("drums", "melody")
+UPLOADS = ("drums", "melody", "reference")  # reference: a song, conditions extracted from it (extract_route.py)
 _FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
 SEED_RANGE = 2 ** 31  # server-picked seeds: small enough to type back
@@ -87,7 +87,12 @@ class InputChecker:
             if raw == "" and name != "text":
                 continue
             values[name] = _form_value(name, raw)
-        return self.build(values, drums=files.get("drums"), melody=files.get("melody"))
+        parsed = self.build(values, drums=files.get("drums"), melody=files.get("melody"))
+        if files.get("reference") is not None:  # unset chords / melody / drums from the song
+            from .extract_route import apply_reference
+
+            parsed.request = apply_reference(self, parsed.request, files["reference"])
+        return parsed
 
     # -- the request --------------------------------------------------------------------------------
     def build(self, values: tp.Mapping[str, tp.Any], drums: tp.Optional[bytes] = None,
