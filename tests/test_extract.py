@@ -222,6 +222,26 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, messag
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "bad.wav"]
 
 
+@needs_extra
+def test_sigterm_during_extraction_writes_nothing(tmp_path):
+    import signal
+    import soundfile as sf
+    import time
+
+    sf.write(tmp_path / "long.wav", np.random.default_rng(0).standard_normal(44100 * 240).astype(np.float32) * 0.1,
+             44100, subtype="PCM_16")
+    out = tmp_path / "m.npy"
+    p = subprocess.Popen([sys.executable, "-c", "from jasco_runtime.cli import main; raise SystemExit(main())",
+                          "extract-melody", str(tmp_path / "long.wav"), "--out", str(out)],
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(3.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "nothing was written" in err and not out.exists()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["long.wav"]
+
+
 def test_missing_extra_is_one_line_naming_it_exit_2(tmp_path):
     """Without the pieces of the extract extra: one line that names the extra, exit 2, no file."""
     import soundfile as sf
