@@ -181,21 +181,20 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @needs_extra
-def test_cli_extract_chords_writes_lab_json_and_prints_the_progression(tmp_path):
+def test_cli_extract_chords_writes_lab_json_and_prints_the_progression(tmp_path, capsys):
     import soundfile as sf
 
     from jasco_runtime.chords import parse_chords
+    from jasco_runtime.cli import main
 
     case = synth.progression("c", synth.TRIADS[:4], 48000)
     sf.write(tmp_path / "song.wav", case.audio.T, 48000)
-    r = _cli("extract-chords", str(tmp_path / "song.wav"))
-    assert r.returncode == 0, r.stderr
-    stdout = parse_chords(r.stdout.strip())
+    assert main(["extract-chords", str(tmp_path / "song.wav")]) == 0
+    stdout = parse_chords(capsys.readouterr().out.strip())
     assert [label for label, _ in stdout if label != "N"] == ["C", "Am", "F", "G"]
     for suffix in (".lab", ".json"):
         out = tmp_path / f"song{suffix}"
-        r = _cli("extract-chords", str(tmp_path / "song.wav"), "--out", str(out))
-        assert r.returncode == 0, r.stderr
+        assert main(["extract-chords", str(tmp_path / "song.wav"), "--out", str(out)]) == 0
         assert [(lab, round(s, 3)) for lab, s in parse_chords(out)] == [(lab, round(s, 3)) for lab, s in stdout]
 
 

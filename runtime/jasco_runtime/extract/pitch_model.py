@@ -43,7 +43,7 @@ class PitchActivations:
 
 
 class PitchModel:
-    """One onnxruntime session of ``nmp.onnx`` (CPU; it is 230 KB and runs ~100× real time on one core)."""
+    """One onnxruntime session of ``nmp.onnx`` (230 KB, CPU execution provider)."""
 
     def __init__(self, path: tp.Optional[str] = None, threads: int = 0):
         ort = onnxruntime_module()
