@@ -121,6 +121,7 @@ def component(name: str, v: tp.Any, key: str, plan: "Plan", prep: "Prepared", m:
         run = m.e2e.get((name, key), {})
         s["nfe"] = run.get("nfe")
         s["stages_median"] = {k: float(np.median(x)) for k, x in run.get("stages", {}).items()}
+        s["traffic_per_nfe"] = run.get("traffic")  # flow-step host↔device bytes and allocations per evaluation
     return s
 
 

@@ -72,12 +72,12 @@ class GaussianFlow:
 
 @contextlib.contextmanager
 def vector_field_replaced(pipe: tp.Any, field: tp.Callable[[float, np.ndarray], np.ndarray]):
-    """Run ``pipe`` with ``field`` as its vector field (conditions are still computed, then ignored)."""
-    pipe.vector_field = lambda conditions, terms: field
+    """Run ``pipe`` with ``field`` as its guided vector field (conditions are still computed, then ignored)."""
+    pipe.core.guided_field = lambda members: contextlib.nullcontext(field)
     try:
         yield pipe
     finally:
-        del pipe.vector_field
+        del pipe.core.guided_field
 
 
 # -- seam metrics ------------------------------------------------------------------------------------
@@ -178,13 +178,15 @@ def seams(pipe: tp.Any, seconds: float, args: argparse.Namespace, drums: np.ndar
     plan = pipe.window_plan(seconds, args.overlap)
     req = GenerationRequest(["funky groove"], chords=song_chords(seconds), drums=drums, drums_sample_rate=sr,
                             cfg_coef_all=1.25, cfg_coef_txt=2.5, solver=args.solver,
-                            steps=None if args.solver == "dopri5" else args.steps, seed=0).resolved(pipe.manifest.defaults)
+                            steps=None if args.solver == "dopri5" else args.steps, seed=0, duration=seconds,
+                            overlap=args.overlap).resolved(pipe.manifest.defaults)
+    prepared = pipe.prepare(req)
     out = {}
     for continuation, stitch in VARIANTS:
         with contextlib.ExitStack() as stack:
             if field is not None:
                 stack.enter_context(vector_field_replaced(pipe, field))
-            res = generate_song(pipe, plan, req, progress=False, continuation=continuation, stitch_mode=stitch)
+            res = generate_song(pipe.core, prepared, progress=False, continuation=continuation, stitch_mode=stitch)
         name = f"{'constraint' if continuation else 'independent'}+{stitch}"
         out[name] = seam_metrics(res.latents, res.audio, plan)
     return out

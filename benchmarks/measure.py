@@ -130,13 +130,15 @@ def measure_end_to_end(plan: "Plan", prep: "Prepared", probe: "MemoryProbe", m: 
                 continue
             try:
                 with probe.track(name):
-                    latents, _, nfe = v.e2e[key]()
+                    out = v.e2e[key]()
+                latents, nfe = out[0], out[2]
+                traffic = out[3] if len(out) > 3 else None  # runtime variants: flow-step host↔device per NFE
             except Exception as exc:
                 m.failed(name, key, exc)
                 continue
             active[name] = v
             m.outputs[(name, key)] = latents
-            m.e2e[(name, key)] = {"nfe": nfe, "stages": {}}
+            m.e2e[(name, key)] = {"nfe": nfe, "stages": {}, "traffic": traffic}
         for _ in range(plan.e2e_repeats):
             for name, v in active.items():
                 got: tp.List[tp.Any] = []

@@ -147,7 +147,7 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
         head += [f"flow-step speed-up ({_key_title(fk, results)})", "achieved GFLOP/s", "of measured GEMM peak",
                  "of nominal fp32 peak"]
     if ek:
-        head += ["e2e speed-up", "RTF (e2e)"]
+        head += ["e2e speed-up", "RTF (e2e)", "host↔device per NFE"]
     elif fk:
         head += ["RTF (flow only)"]
     head += ["flow out rel-L2", "latents rel-L2", "peak RSS", "flow artifact"]
@@ -169,6 +169,7 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
             c = v["components"].get(ek, {})
             cells.append(" / ".join(f"{_fmt_x(s)} vs {b}" for b, s in c.get("speedup", {}).items()) or "-")
             cells.append("-" if c.get("rtf") is None else f"{c['rtf']:.3f}")
+            cells.append(_fmt_traffic(c.get("traffic_per_nfe")))
         elif fk:
             c = v["components"].get(fk, {})
             cells.append("-" if c.get("rtf_flow") is None else f"{c['rtf_flow']:.2f}")
@@ -190,6 +191,14 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
             status = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
             out.append(f"- {t['goal']}: {t['value']} → {status}")
     return "\n".join(out) + "\n"
+
+
+def _fmt_traffic(t: tp.Optional[tp.Mapping[str, float]]) -> str:
+    """Flow-step copies per vector-field evaluation: host→device / device→host bytes, allocations."""
+    if not t:
+        return "-"
+    mb = lambda b: f"{b / 2 ** 20:.2f} MB"  # noqa: E731
+    return f"H→D {mb(t['h2d_bytes_per_nfe'])}, D→H {mb(t['d2h_bytes_per_nfe'])}, {t['allocations_per_nfe']:g} alloc"
 
 
 def plot(results: tp.Dict[str, tp.Any]) -> bytes:

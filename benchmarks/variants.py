@@ -222,8 +222,8 @@ def torch_variant(backend: str, precision: str, jasco: tp.Any, workload: tp.Any,
     elif workload.solver not in ("euler", "dopri5"):
         v.e2e_skip = f"audiocraft (and the reference) offer euler and dopri5 only, not {workload.solver}"
     elif "end_to_end" in components:
-        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
-            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:
+        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int, tp.Dict]]:
+            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int, tp.Dict]:
                 import time
 
                 params = {"euler": True, "euler_steps": workload.steps} if workload.solver == "euler" else {}
@@ -248,26 +248,24 @@ def _concat_rows(parts: tp.Sequence[tp.Dict[str, np.ndarray]]) -> tp.Dict[str, n
     return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
 
-def call_chunked(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray], limit: tp.Optional[int]) -> tp.Dict[str, np.ndarray]:
-    """``engine`` on host inputs over row chunks of at most ``limit`` rows (the pipeline's chunking)."""
-    from jasco_runtime.pipeline import row_chunks
+def call_chunked(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
+    """``engine`` on host inputs over row chunks of its own profile (the pipeline's ``run_chunked``)."""
+    from jasco_runtime.backends import run_chunked
 
-    feeds = {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}
-    return _concat_rows([engine(**chunk) for chunk in row_chunks(feeds, limit)])
+    return run_chunked(engine, {k: np.ascontiguousarray(inputs[k]) for k in engine.input_names})
 
 
-def bind_engine(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray], limit: tp.Optional[int],
-                on_gpu: bool) -> tp.Callable[[], tp.Dict[str, np.ndarray]]:
-    """A timed closure under :data:`TIMING_RULES`: the inputs are split into row chunks of at most
-    ``limit`` (the profile's max batch) and, on a GPU, placed on the device here, before any clock; each
-    call runs every chunk (``run_bound`` on a GPU) and returns all outputs in host memory."""
-    from jasco_runtime.pipeline import row_chunks
+def bind_engine(engine: tp.Any, inputs: tp.Mapping[str, np.ndarray],
+                keep: contextlib.ExitStack) -> tp.Callable[[], tp.Dict[str, np.ndarray]]:
+    """A timed closure under :data:`TIMING_RULES`: the inputs are split into row chunks of the engine's own
+    profile (``engine.max_batch``: TensorRT engines may be built with a smaller ``--max-batch``) and bound to its
+    device here, before any clock (``Engine.bind``, held until ``keep`` closes); each call runs every chunk and
+    returns all outputs in host memory."""
+    from jasco_runtime.backends.base import row_chunks
 
-    chunks = row_chunks({k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}, limit)
-    if not on_gpu:
-        return lambda: _concat_rows([engine(**chunk) for chunk in chunks])
-    placed = [{k: engine.to_device(a) for k, a in chunk.items()} for chunk in chunks]
-    return lambda: _concat_rows([to_host(engine.run_bound(chunk)) for chunk in placed])
+    chunks = row_chunks({k: np.ascontiguousarray(inputs[k]) for k in engine.input_names}, engine.max_batch)
+    placed = [keep.enter_context(engine.bind(chunk)) for chunk in chunks]
+    return lambda: _concat_rows([engine.run(chunk) for chunk in placed])
 
 
 def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp.Any, components: tp.Sequence[str],
@@ -297,26 +295,33 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
         comp = next(c for c, g in GRAPH_OF.items() if g == graph)
         v.artifacts[comp] = {"file": folder.artifact(key).file, "artifact": str(key)}
     v._keep.append(engines)
-    limit = {g: folder.graphs[g].max_size("batch") for g in engines}
+    keep = contextlib.ExitStack()  # device copies of the timed inputs, freed with the variant
+    v._keep.append(keep)
 
     for key, inputs in workload.component_inputs(components):
         graph = GRAPH_OF[key.split("/")[0]]
-        v.call[key] = bind_engine(engines[graph], inputs, limit[graph], on_gpu)
+        v.call[key] = bind_engine(engines[graph], inputs, keep)
 
     if "flow_step" in engines:
         fs = engines["flow_step"]
-        v.flow = lambda inputs: np.asarray(call_chunked(fs, inputs, limit["flow_step"])["v"], np.float32)
+        v.flow = lambda inputs: np.asarray(call_chunked(fs, inputs)["v"], np.float32)
 
     if "end_to_end" in components:
-        pipe = JascoPipeline(folder, engines, "tensorrt" if backend == "trt" else "onnxruntime")
+        from jasco_runtime.engine_set import EngineSet
+        from jasco_runtime.pipeline import Resolution
 
-        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
-            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:
+        fs = engines["flow_step"]
+        resolution = Resolution("tensorrt" if backend == "trt" else "onnxruntime", precision,
+                                None if backend == "trt" else tuple(fs.providers), fs.device)
+        pipe = JascoPipeline(folder, EngineSet(sorted(engines), engines.__getitem__), resolution)
+
+        def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int, tp.Dict]]:
+            def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int, tp.Dict]:
                 res = pipe.generate(bi.descriptions, chords=workload.chords or None, drums=workload.drums_wav,
                                     drums_sample_rate=workload.sample_rate, cfg_coef_all=workload.cfg[0],
                                     cfg_coef_txt=workload.cfg[1], solver=workload.solver, steps=workload.steps,
                                     init_noise=bi.noise, progress=False)
-                return res.latents, dict(res.timings), int(res.nfe)
+                return res.latents, dict(res.timings), int(res.nfe), dict(res.traffic)
             return e2e
 
         for b, bi in workload.batches.items():

@@ -4,6 +4,7 @@ and the backend rules with fake engines that record their calls (equal timing ru
 backend, chunking to the engine profile, the NVML device)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from jasco_runtime.backends.base import Engine, Traffic, host_binding
 import torch
 
 from conftest import ROOT
@@ -274,31 +277,41 @@ class FakeDevice:
         return self.array.copy()
 
 
-class FakeEngine:
-    """Records every call with its shapes and computes out = 2·(first input) + 1 per row."""
+class FakeEngine(Engine):
+    """Records every call with its shapes and computes out = 2·(first input) + 1 per row (the whole engine
+    interface: ``run`` on host arrays or on handles from ``bind``, which places them on the fake device)."""
 
     def __init__(self, key: tp.Any, inputs: tp.List[str], output: str, on_gpu: bool, max_rows: int):
         self.name, self.input_names, self.output_names = key.graph, inputs, [output]
         self.on_gpu, self.max_rows, self.log = on_gpu, max_rows, []  # type: tp.List[tp.Tuple]
+        self.max_batch, self.device, self.traffic = max_rows, "cuda" if on_gpu else "cpu", Traffic()
 
     def _compute(self, feeds: tp.Mapping[str, np.ndarray]) -> np.ndarray:
         rows = {a.shape[0] for a in feeds.values()}
         assert len(rows) == 1 and rows.pop() <= self.max_rows, f"{self.name}: rows beyond the profile"
         return 2 * feeds[self.input_names[0]] + 1
 
-    def __call__(self, **feeds: np.ndarray) -> tp.Dict[str, np.ndarray]:
-        self.log.append(("call", {k: v.shape for k, v in feeds.items()}))
-        return {self.output_names[0]: self._compute(feeds)}
+    def run(self, feeds: tp.Mapping[str, tp.Any]) -> tp.Dict[str, np.ndarray]:
+        if not any(isinstance(v, FakeDevice) for v in feeds.values()):
+            self.log.append(("call", {k: v.shape for k, v in feeds.items()}))
+            return {self.output_names[0]: self._compute(feeds)}
+        assert self.on_gpu and all(isinstance(v, FakeDevice) for v in feeds.values()), "host input with device ones"
+        self.log.append(("run_bound", {k: v.array.shape for k, v in feeds.items()}))
+        out = FakeDevice(self._compute({k: v.array for k, v in feeds.items()}), self.log)
+        return {self.output_names[0]: out.numpy()}
 
     def to_device(self, array: np.ndarray) -> FakeDevice:
         assert self.on_gpu
         self.log.append(("to_device", array.shape))
         return FakeDevice(np.array(array), self.log)
 
-    def run_bound(self, feeds: tp.Mapping[str, tp.Any]) -> tp.Dict[str, FakeDevice]:
-        assert self.on_gpu and all(isinstance(v, FakeDevice) for v in feeds.values()), "host input in run_bound"
-        self.log.append(("run_bound", {k: v.array.shape for k, v in feeds.items()}))
-        return {self.output_names[0]: FakeDevice(self._compute({k: v.array for k, v in feeds.items()}), self.log)}
+    def bind(self, arrays):
+        if not self.on_gpu:
+            return host_binding(arrays)
+        return contextlib.nullcontext({k: self.to_device(v) for k, v in arrays.items()})
+
+    def close(self) -> None:
+        pass
 
 
 GRAPHS = {"flow_step": (["z", "t", "text"], "v", 6), "encodec_decoder": (["latents"], "audio", 3)}

@@ -273,11 +273,14 @@ def test_non_finite_results_are_never_written(graph, output, fragment, tiny_engi
         if key.graph != graph:
             return engine
 
-        def broken(**inputs):
-            outs = engine(**inputs)
+        real_run = engine.run
+
+        def broken(feeds):
+            outs = real_run(feeds)
             outs[output] = np.full_like(outs[output], np.nan if output == "v" else np.inf)
             return outs
-        return broken
+        engine.run = broken
+        return engine
 
     monkeypatch.setattr(pipeline_mod, "open_engine", open_broken)
     code, lines, _ = run_cli(capfd, "--engines", str(tiny_engines.out), "--text", "x", "--steps", "2", "--seed", "0",

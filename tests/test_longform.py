@@ -42,9 +42,12 @@ class Recorder:
     def __init__(self, engine):
         self.engine, self.calls = engine, []
 
-    def __call__(self, **inputs):
-        self.calls.append({k: np.array(v, copy=True) for k, v in inputs.items()})
-        return self.engine(**inputs)
+    def __getattr__(self, name):  # max_batch, device, bind, close: the engine's
+        return getattr(self.engine, name)
+
+    def run(self, feeds):
+        self.calls.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.engine.run(feeds)
 
 
 # -- window plan ---------------------------------------------------------------------------------------
@@ -61,7 +64,7 @@ def test_window_plan_hops_by_window_minus_overlap_and_ends_with_the_song():
     assert _plan(10.0).n_windows == 1
 
 
-@pytest.mark.parametrize("duration, overlap", [(30, 2.5), (30, 5), (12, 2.5), (60, 2.5), (25.3, 3.7), (59.99, 9.9),
+@pytest.mark.parametrize("duration, overlap", [(30, 2.5), (30, 5), (12, 2.5), (60, 2.5), (25.3, 3.7), (59.99, 9.0),
                                                (10.02, 0.02), (47.5, 1)])
 def test_runtime_and_reference_plan_the_same_windows(duration, overlap):
     from jasco_export.reference.longform import plan_song
@@ -73,12 +76,18 @@ def test_runtime_and_reference_plan_the_same_windows(duration, overlap):
 
 
 @pytest.mark.parametrize("duration, overlap, words", [
-    (0, None, "duration must be > 0"), (-3, None, "duration must be > 0"), (float("nan"), None, "finite"),
+    (0, None, "duration must be > 0"), (-3, None, "duration must be > 0"),
+    (60.0000001, None, "at most 60 s"), (float("nan"), None, "finite"),
     (float("inf"), None, "finite"), ("long", None, "duration must be a number"), (61, None, "at most 60 s"),
-    (30, 10, "shorter than the 10-s window"), (30, -1, "overlap must be > 0"), (30, 0, "overlap must be > 0"),
+    (30, 10, "overlap must be between 0.02 s (one latent frame) and 9 s"), (30, -1, "overlap must be between"),
+    (30, 0, "overlap must be between"),
+    (30, 0.001, "overlap must be between"),  # O10: rounded to 0 frames, the windows had no continuation
+    (30, 9.989, "less 1 s between window starts"),  # O11: 1001 windows
+    (1e-6, None, "at least one latent frame (0.02 s)"),  # D10: a 0-sample wav
     (30, float("nan"), "finite"),
 ])
 def test_bad_duration_or_overlap_is_a_one_line_input_error(pipe, duration, overlap, words):
+    """One rule for duration and overlap (the window plan), sweep cases D09/D10, O01/O03, O10, O11."""
     with pytest.raises(InputError) as err:
         pipe.generate(["funk"], duration=duration, overlap=overlap, steps=1, progress=False)
     assert words in str(err.value) and "\n" not in str(err.value)
@@ -124,7 +133,12 @@ def test_thirty_seconds_is_stitched_from_windows_whose_overlaps_agree(pipe):
 def test_the_solver_state_moves_along_the_flow_path_on_the_overlap(solver):
     """With a toy field that mixes frames, the state each solver hands to the field (before any
     replacement) holds the path on the known frames: the constraint acts on the state itself."""
-    from jasco_runtime.longform import Continuation, solve
+    from jasco_runtime.longform import Continuation
+    from jasco_runtime.solvers import SolverSettings, solve as solve_with
+
+    def solve(f, z, name, steps, rtol, atol):
+        settings = SolverSettings(name, rtol=rtol, atol=atol) if name == "dopri5" else SolverSettings(name, steps)
+        return solve_with(settings, f, z)
 
     rng = np.random.default_rng(0)
     z0 = rng.standard_normal((2, 20, 4)).astype(np.float32)
@@ -155,20 +169,24 @@ def test_every_evaluation_sees_the_flow_path_on_the_overlap(pipe, solver):
     """Continuation: each vector-field call of window k+1 gets, on its overlap frames, (1 − (1 − 1e-5)·t)·z₀
     + t·z₁ with z₀ the window's initial noise and z₁ window k's latents (audiocraft solvers/jasco.py _z)."""
     calls = []
-    field_of = pipe.vector_field
+    field_of = pipe.core.guided_field
+    windows = []
 
-    def spy(conditions, terms):
-        k, f = len({c[0] for c in calls}), field_of(conditions, terms)
-        return lambda t, z: (calls.append((k, float(t), np.array(z, copy=True))), f(t, z))[1]
+    @contextlib.contextmanager
+    def spy(members):
+        k = len(windows)
+        windows.append(k)
+        with field_of(members) as f:
+            yield lambda t, z: (calls.append((k, float(t), np.array(z, copy=True))), f(t, z))[1]
 
-    pipe.vector_field = spy
+    pipe.core.guided_field = spy
     try:
         noise = np.random.default_rng(4).standard_normal((1, 700, 128)).astype(np.float32)
         settings = dict(rtol=1e-2, atol=1e-2) if solver == "dopri5" else dict(steps=3)
         res = pipe.generate(["funk"], chords="C:0 G:9", solver=solver, init_noise=noise, duration=14, overlap=3,
                             progress=False, **settings, **CFG)
     finally:
-        del pipe.vector_field
+        del pipe.core.guided_field
     (w0, w1), second = res.windows, [(t, z) for k, t, z in calls if k == 1]
     assert (w1.window.start, w1.window.known) == (200, 300) and len(second) == w1.nfe > 0
     z1 = w0.latents[:, 200:].astype(np.float64)
@@ -181,8 +199,8 @@ def test_every_evaluation_sees_the_flow_path_on_the_overlap(pipe, solver):
 
 def test_chords_follow_the_song_timeline_across_windows(pipe, monkeypatch):
     seen = []
-    conditions = pipe.conditions
-    monkeypatch.setattr(pipe, "conditions", lambda d, terms, frames, *a: (seen.append(frames), conditions(d, terms, frames, *a))[1])
+    encode = pipe.core.encode
+    monkeypatch.setattr(pipe.core, "encode", lambda w, *a: (seen.append(w.chords), encode(w, *a))[1])
     pipe.generate(["funk"], chords=[("C", 0.0), ("G", 6.0), ("Am", 20.0), ("F", 25.0)], steps=1, seed=0, duration=30,
                   progress=False, **CFG)
     idx = pipe.chords_mapping
@@ -212,8 +230,8 @@ def test_drum_stem_slices_condition_each_window(pipe, monkeypatch):
 
 def test_one_prompt_list_per_window(pipe, monkeypatch):
     seen = []
-    conditions = pipe.conditions
-    monkeypatch.setattr(pipe, "conditions", lambda d, *a: (seen.append(list(d)), conditions(d, *a))[1])
+    encode = pipe.core.encode
+    monkeypatch.setattr(pipe.core, "encode", lambda w, *a: (seen.append(list(w.prompts)), encode(w, *a))[1])
     prompts = [["intro"], ["verse"], ["chorus"], ["outro"]]
     pipe.generate(["ignored"], steps=1, seed=0, duration=30, window_descriptions=prompts, progress=False, **CFG)
     assert seen == prompts
@@ -245,11 +263,11 @@ def test_continuation_reduces_the_seam_jump_of_a_model_with_temporal_structure(p
     plan = pipe.window_plan(30.0)
     jumps = {}
     for model in ("tiny", "gaussian"):
-        req = GenerationRequest(["funk"], solver="euler", steps=10 if model == "gaussian" else 3, seed=0,
+        req = GenerationRequest(["funk"], solver="euler", steps=10 if model == "gaussian" else 3, seed=0, duration=30,
                                 **CFG).resolved(pipe.manifest.defaults)
         for continuation in (True, False):
             with vector_field_replaced(pipe, GaussianFlow(500)) if model == "gaussian" else contextlib.nullcontext():
-                res = generate_song(pipe, plan, req, progress=False, continuation=continuation)
+                res = generate_song(pipe.core, pipe.prepare(req), progress=False, continuation=continuation)
             jumps[model, continuation] = float(np.mean(seam_metrics(res.latents, None, plan)["latent_jump"]))
     print("seam latent-jump ratio (with / without continuation):", jumps)
     assert jumps["gaussian", True] < 0.6 * jumps["gaussian", False]

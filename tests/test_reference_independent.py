@@ -126,11 +126,15 @@ def test_runtime_absent_chords_are_the_null_chord_embedding(pipe):
     """The runtime embeds chords by table lookup: absent must equal looking up 194 on all 500 frames."""
     terms = cfg_terms("runtime", 1.25, 2.5)
     table = pipe.tables["chords_emb"]
-    absent = pipe.conditions(["a", "b"], terms, None, None, None, {}).temporal["chords"]
+    from jasco_runtime.conditioning import WindowInputs
+
+    tokens = tuple(pipe.tokenizer.encode_each(["a", "b"]))
+    window = lambda frames: WindowInputs(("a", "b"), tokens, frames, None, None)  # noqa: E731
+    absent = pipe.core.encode(window(None), terms).temporal["chords"]
     assert absent.shape == (6, 500, table.shape[1])
     np.testing.assert_array_equal(absent, np.broadcast_to(table[np.full(500, NULL_CHORD)], absent.shape))
     assert not np.array_equal(table[NULL_CHORD], table[pipe.chords_mapping["N"]])  # null ≠ 'N'
-    given = pipe.conditions(["a", "b"], terms, np.full(500, pipe.chords_mapping["C"]), None, None, {}).temporal["chords"]
+    given = pipe.core.encode(window(np.full(500, pipe.chords_mapping["C"])), terms).temporal["chords"]
     np.testing.assert_array_equal(given[:2], np.broadcast_to(table[pipe.chords_mapping["C"]], (2, 500, table.shape[1])))
     np.testing.assert_array_equal(given[2:], absent[2:])
 

@@ -33,10 +33,14 @@ class _RowCounter:
 
     def __init__(self, engine):
         self.engine, self.rows = engine, []
+        self.max_batch, self.device, self.traffic = engine.max_batch, engine.device, engine.traffic
 
-    def __call__(self, **inputs):
-        self.rows.append(inputs["z"].shape[0])
-        return self.engine(**inputs)
+    def run(self, feeds):
+        self.rows.append(feeds["z"].shape[0])
+        return self.engine.run(feeds)
+
+    def bind(self, arrays):
+        return self.engine.bind(arrays)
 
 
 def _req(pipe, **kw) -> GenerationRequest:
@@ -104,4 +108,4 @@ def test_group_limits(pipe):
     reqs = [_req(pipe, prompts=["a", "b"], seed=i) for i in range(3)]
     assert group_requests(pipe, reqs, max_prompts=4) == [[0, 1], [2]]
     longer = _req(pipe, prompts=["a"], duration=2 * pipe.manifest.duration)
-    assert batch_key(pipe, longer) is None and batch_key(pipe, reqs[0]) is not None
+    assert batch_key(pipe.prepare(longer)) is None and batch_key(pipe.prepare(reqs[0])) is not None

@@ -74,8 +74,11 @@ def service(tiny_engines, melody_engines):
                            max_queued=32, request_timeout=TIMEOUT, max_upload_mb=1.0, app_name="cd").check()
         melody = ServeConfig(melody_engines, port=port, cpus_per_replica=0, max_batch_prompts=1, batch_wait_ms=0,
                              max_queued=2, request_timeout=TIMEOUT, app_name="m", route_prefix="/m").check()
+        short = ServeConfig(tiny_engines.out, port=port, cpus_per_replica=0, max_batch_prompts=1, batch_wait_ms=0,
+                            max_queued=4, request_timeout=2.0, app_name="t", route_prefix="/t", warmup=False).check()
         serve.run(build_app(main), name="cd", route_prefix="/")
         serve.run(build_app(melody), name="m", route_prefix="/m")
+        serve.run(build_app(short), name="t", route_prefix="/t")
         yield {"url": f"http://127.0.0.1:{port}", "engines": tiny_engines.out, "melody_engines": melody_engines}
     finally:
         serve.shutdown()
@@ -479,6 +482,21 @@ def test_replica_killed_mid_load(service):
     assert new and new != replicas
     r = requests.post(f"{url}/v1/generate", json={"text": "hard rock", "steps": 2, "seed": 1}, timeout=CLIENT_TIMEOUT)
     assert r.status_code == 200 and _wav(r.content)[0].shape == (1, 10 * SR)
+
+
+def test_a_timed_out_request_is_cancelled_and_the_next_one_is_served(service):
+    """Sweep T02–T08 (issue 20 §2): a request answered 504 used to keep the replica busy (20 s of 504s after one
+    steps=2000 request).  Now its solve stops at the next vector-field evaluation and the next request is served."""
+    url = service["url"] + "/t/v1/generate"
+    slow = requests.post(url, json={"text": "a", "steps": 10000, "seed": 0}, timeout=CLIENT_TIMEOUT)
+    assert slow.status_code == 504 and set(slow.json()) == {"error"}, slow.text
+    ok = None
+    for _ in range(3):  # the cancelled solve stops within an evaluation; the next request fits in the 2-s timeout
+        ok = requests.post(url, json={"text": "a", "steps": 1, "seed": 0}, timeout=CLIENT_TIMEOUT)
+        if ok.status_code == 200:
+            break
+        time.sleep(1.0)
+    assert ok is not None and ok.status_code == 200, ok.text if ok is not None else ""
 
 
 # -- conditions from a reference song (jasco_serve/extract_route.py; needs the 'extract' extra) --------------------

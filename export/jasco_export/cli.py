@@ -56,8 +56,6 @@ def _check_paths(a: argparse.Namespace) -> None:
     checked by ``exporter.check_options``, first thing in ``run_export``."""
     from .errors import InputError
 
-    if a.out is not None and a.out.exists() and not a.out.is_dir():
-        raise InputError(f"--out {a.out} is a file; give a folder for the export")
     if a.chords_mapping is not None and not Path(a.chords_mapping).is_file():
         raise InputError(f"--chords-mapping {a.chords_mapping} does not exist; pass audiocraft's "
                          "assets/chord_to_index_mapping.pkl")
@@ -76,6 +74,9 @@ def _export(argv: tp.Sequence[str]) -> int:
     print(summary_table(res))
     print(f"[jasco-export] wrote {res.out} in {res.timings['total']:.1f} s — "
           f"parity {'PASSED' if res.parity['passed'] else 'FAILED (kept: --no-parity-gate)'}")
+    if res.late_signal:
+        print(f"jasco-export: {res.late_signal} arrived while the finished export was being put in place; "
+              f"it was completed: {res.out}", file=sys.stderr)
     return 0 if res.parity["passed"] else EXIT_FAILED
 
 

@@ -28,6 +28,7 @@ from jasco_runtime.signals import sigterm_interrupts
 
 from .errors import InputError, JascoError
 from .graphs.spec import GraphSpec, declare_graphs
+from .output_folder import OutputFolder, inputs_of
 from .reference.jasco import JASCO
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class ExportResult:
     folder: ExportFolder
     parity: tp.Dict[str, tp.Any]
     timings: tp.Dict[str, float] = field(default_factory=dict)
+    late_signal: tp.Optional[str] = None  # SIGINT/SIGTERM that arrived while the finished export was put in place
 
     @property
     def manifest(self) -> tp.Dict[str, tp.Any]:
@@ -71,18 +73,10 @@ def default_out(model: str) -> Path:
     return Path("engines") / Path(model.rstrip("/")).name
 
 
-def _prepare_out(opts: ExportOptions) -> Path:
+def output_folder(opts: ExportOptions) -> OutputFolder:
+    """``--out`` checked against the rules of :mod:`jasco_export.output_folder` (no model needed)."""
     out = Path(opts.out) if opts.out is not None else default_out(opts.model)
-    if out.exists() and not opts.force:
-        raise InputError(f"output folder {out} already exists; pass --force to replace it")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".jasco-write-test-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise InputError(f"cannot write to {parent} ({exc.strerror or exc}); choose another --out") from exc
-    return out
+    return OutputFolder(out, force=opts.force, protected=inputs_of(opts.model, opts.t5, opts.chords_mapping))
 
 
 def _log(msg: str) -> None:
@@ -212,7 +206,14 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
 def _run_export(opts: ExportOptions) -> ExportResult:
     check_options(opts)
-    out = _prepare_out(opts)
+    with output_folder(opts) as target:
+        if target.replaces:
+            _log(f"--force: {target.out} is {target.replaces}; it is replaced once the new export is complete")
+        return _export_into(target, opts)
+
+
+def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
+    out = target.out
     timings: tp.Dict[str, float] = {}
     t0 = time.perf_counter()
     _log(f"loading {opts.model}")
@@ -221,7 +222,7 @@ def _run_export(opts: ExportOptions) -> ExportResult:
     timings["load"] = time.perf_counter() - t0
     graphs = select_graphs(declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens),
                            opts.graphs)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    tmp = target.temp_dir()
     try:
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
@@ -253,14 +254,12 @@ def _run_export(opts: ExportOptions) -> ExportResult:
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact folder gets normal permissions
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        target.commit(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     timings["total"] = time.perf_counter() - t0
-    return ExportResult(out, folder.moved_to(out), parity, timings)
+    return ExportResult(out, folder.moved_to(out), parity, timings, late_signal=target.late_signal)
 
 
 def export_artifacts(folder: ExportFolder, spec: GraphSpec, opts: ExportOptions, num_heads: int) -> None:

@@ -19,6 +19,7 @@ from .resample import resample_frac
 
 PathLike = tp.Union[str, os.PathLike]
 LOUDNESS_TARGET_LUFS = -14.0  # audiocraft audio_write's loudness strategy default
+LOUDNESS_MIN_SECONDS = 0.4  # ITU-R BS.1770 gating block: pyloudnorm measures nothing shorter
 
 
 def _first_line(exc: BaseException) -> str:
@@ -26,15 +27,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
-    """Any file libsndfile reads (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate)."""
+RESAMPLE_MARGIN_S = 0.1  # audio read beyond what a song needs: the resampler's sinc support is far shorter
+
+
+def _read(source: tp.Any, max_seconds: tp.Optional[float]) -> tp.Tuple[np.ndarray, int]:
     import soundfile as sf
 
+    with sf.SoundFile(source) as f:
+        frames = -1 if max_seconds is None else int(np.ceil(max_seconds * f.samplerate))
+        if frames >= 0 and f.frames > 0:
+            frames = min(frames, f.frames)
+        return f.read(frames=frames, dtype="float32", always_2d=True), int(f.samplerate)
+
+
+def load_audio(path: PathLike, max_seconds: tp.Optional[float] = None) -> tp.Tuple[np.ndarray, int]:
+    """Any file libsndfile reads (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate).
+    ``max_seconds``: read at most that much from the start (a 2-h file for a 10-s clip is not decoded whole)."""
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        wav, sr = _read(str(path), max_seconds)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
-        raise InputError(f"cannot read audio file {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                         "give a wav/flac/ogg/mp3 file") from exc
+        raise InputError(f"cannot read audio file {path} ({_first_line(exc)}); give a wav/flac/ogg/mp3 file") from exc
     if wav.shape[0] == 0:
         raise InputError(f"audio file {path} is empty")
     return np.ascontiguousarray(wav.T), int(sr)
@@ -141,12 +153,12 @@ def write_wav(path: PathLike, clip: np.ndarray, sample_rate: int, subtype: str =
 
 
 # -- uploads (bytes, e.g. over HTTP: jasco-serve) ---------------------------------------------------------
-def read_audio_bytes(data: bytes, source: str = "audio upload") -> tp.Tuple[np.ndarray, int]:
-    """An audio file's bytes (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate)."""
-    import soundfile as sf
-
+def read_audio_bytes(data: bytes, source: str = "audio upload",
+                     max_seconds: tp.Optional[float] = None) -> tp.Tuple[np.ndarray, int]:
+    """An audio file's bytes (wav, flac, ogg, mp3) → (float32 [channels, samples], sample_rate); ``max_seconds``:
+    decode at most that much (a 20-min mp3 upload for a 10-s clip is not decoded whole)."""
     try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        wav, sr = _read(io.BytesIO(data), max_seconds)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError on non-audio bytes
         reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise InputError(f"cannot decode the {source} ({reason}); give a wav/flac/ogg/mp3 file") from exc

@@ -21,24 +21,23 @@ Requests share a solve only when that cannot change their results:
 """
 from __future__ import annotations
 
-import time
 import typing as tp
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, JascoError
-from .guidance import CFGTerm, cfg_terms, combine_vector_fields
-from .request import GenerationRequest
-from .solvers import SOLVERS
+from .backends.base import Traffic
+from .conditioning import PreparedRequest
+from .errors import JascoError
+from .generation import Cancelled, GenerationResult, Member
+from .request import ResolvedRequest
+from .timing import clock
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Conditions, GenerationResult, JascoPipeline
+    from .pipeline import JascoPipeline
 
-Outcome = tp.Union["GenerationResult", JascoError]
-# one term of weight 1: pipeline.vector_field then evaluates the rows it is given as they are
-# (no copies of z per term; combine_vector_fields returns a single term's field unweighted)
-_ROWS_AS_GIVEN = [CFGTerm("all", 1.0)]
+Outcome = tp.Union[GenerationResult, JascoError]
+Request = tp.Union[ResolvedRequest, PreparedRequest, JascoError]  # an error: a request that failed to prepare
 
 
 @dataclass(frozen=True)
@@ -54,33 +53,40 @@ class BatchKey:
     melody: bool
 
 
-def batch_key(pipe: "JascoPipeline", req: GenerationRequest) -> tp.Optional[BatchKey]:
-    """The key of a resolved request, or ``None`` when it must run alone (dopri5, longer than one window)."""
-    if req.solver == "dopri5" or req.steps is None:
+def batch_key(prepared: PreparedRequest) -> tp.Optional[BatchKey]:
+    """The key of a prepared request, or ``None`` when it must run alone (dopri5, not exactly one window)."""
+    req, plan = prepared.request, prepared.plan
+    if not req.settings.fixed_step or req.steps is None:
         return None
-    if req.duration is not None and abs(req.duration - pipe.manifest.duration) > 1e-9:
+    if plan.n_windows != 1 or plan.n_frames != plan.window_frames:
         return None  # windowed (longer) or trimmed (shorter) generation: its own path
-    kinds = tuple(t.kind for t in cfg_terms(req.cfg_coef_all, req.cfg_coef_txt))
-    ids, _ = pipe.tokenizer(req.prompts)  # rows of dropped descriptions ('</s>', 1 token) never set the length
-    return BatchKey(req.solver, int(req.steps), kinds, int(ids.shape[1]), _given(req.chords), req.drums is not None,
-                    req.melody is not None)
+    w = prepared.windows[0]
+    return BatchKey(req.solver, int(req.steps), tuple(t.kind for t in prepared.terms), prepared.text_tokens,
+                    w.chords is not None, w.drums is not None, w.melody is not None)
 
 
-def _given(chords: tp.Any) -> bool:
-    return chords is not None and (isinstance(chords, (str, bytes)) or len(chords) > 0)
+def _prepare_all(pipe: "JascoPipeline", reqs: tp.Sequence[Request]) -> tp.List[tp.Union[PreparedRequest, JascoError]]:
+    out: tp.List[tp.Union[PreparedRequest, JascoError]] = []
+    for r in reqs:
+        try:
+            out.append(r if isinstance(r, (PreparedRequest, JascoError)) else pipe.prepare(r))
+        except JascoError as exc:  # this request's input is bad: the others still run
+            out.append(exc)
+    return out
 
 
-def group_requests(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest],
+def group_requests(pipe: "JascoPipeline", reqs: tp.Sequence[Request],
                    max_prompts: tp.Optional[int] = None) -> tp.List[tp.List[int]]:
     """Indices of ``reqs`` grouped into solves, in arrival order of each group's first request; a group
     holds at most ``max_prompts`` prompts (a request with more runs in a group of its own)."""
+    prepared = _prepare_all(pipe, reqs)
     groups: tp.List[tp.List[int]] = []
     open_groups: tp.Dict[BatchKey, int] = {}
-    for i, req in enumerate(reqs):
-        key = batch_key(pipe, req)
+    for i, p in enumerate(prepared):
+        key = batch_key(p) if isinstance(p, PreparedRequest) else None
         g = open_groups.get(key) if key is not None else None
         if g is not None and (max_prompts is None
-                              or sum(len(reqs[j].prompts) for j in groups[g]) + len(req.prompts) <= max_prompts):
+                              or sum(_prompts(prepared[j]) for j in groups[g]) + _prompts(p) <= max_prompts):
             groups[g].append(i)
             continue
         groups.append([i])
@@ -89,124 +95,86 @@ def group_requests(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest],
     return groups
 
 
-def generate_batch(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest],
+def _prompts(r: tp.Union[PreparedRequest, JascoError]) -> int:
+    return r.batch_size if isinstance(r, PreparedRequest) else 1
+
+
+def generate_batch(pipe: "JascoPipeline", reqs: tp.Sequence[Request],
                    max_prompts: tp.Optional[int] = None) -> tp.List[Outcome]:
-    """Run resolved requests (``GenerationRequest.resolved``), batching those that can share a solve.
+    """Run resolved or prepared requests, batching those that can share a solve.
 
     Returns one outcome per request, in order: its :class:`GenerationResult` (``timings['batch_prompts']``:
     prompts in its solve), or the :class:`JascoError` it raised — one bad request does not fail the others.
     """
+    prepared = _prepare_all(pipe, reqs)
     out: tp.List[tp.Optional[Outcome]] = [None] * len(reqs)
-    for group in group_requests(pipe, reqs, max_prompts):
-        for i, outcome in zip(group, solve_group(pipe, [reqs[i] for i in group])):
+    for group in group_requests(pipe, prepared, max_prompts):
+        for i, outcome in zip(group, solve_group(pipe, [prepared[i] for i in group])):
             out[i] = outcome
     return tp.cast(tp.List[Outcome], out)
 
 
-def solve_group(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
-    """One group of :func:`group_requests`: a request that must run alone goes through
-    :meth:`JascoPipeline.run`, the others share one solve."""
-    if len(reqs) == 1 and batch_key(pipe, reqs[0]) is None:
+def solve_group(pipe: "JascoPipeline", reqs: tp.Sequence[Request],
+                cancel: tp.Optional[tp.Callable[[], bool]] = None) -> tp.List[Outcome]:
+    """One group of :func:`group_requests`: a request that must run alone runs as the pipeline runs it, the
+    others share one solve."""
+    prepared = _prepare_all(pipe, reqs)
+    if len(prepared) == 1 and (not isinstance(prepared[0], PreparedRequest) or batch_key(prepared[0]) is None):
+        p = prepared[0]
+        if isinstance(p, JascoError):
+            return [p]
         try:
-            res = pipe.run(reqs[0], progress=False)
+            res = pipe.run(p, progress=False, cancel=cancel)
         except JascoError as exc:
             return [exc]
-        res.timings["batch_prompts"] = len(reqs[0].prompts)
+        res.timings["batch_prompts"] = p.batch_size
         return [res]
-    return _solve_together(pipe, reqs)
+    return solve_together(pipe, prepared, cancel=cancel)
 
 
-@dataclass
-class _Member:
-    """One request inside a shared solve."""
-
-    req: GenerationRequest
-    terms: tp.List[CFGTerm]
-    conditions: "Conditions"
-    noise: np.ndarray  # [B_r, T, D]
-    timings: tp.Dict[str, float]
-    offset: int = 0  # first prompt of this request in the batch
-
-
-def _prepare(pipe: "JascoPipeline", req: GenerationRequest) -> _Member:
-    """The request's conditions and noise, computed as :meth:`JascoPipeline.run` computes them."""
-    timings: tp.Dict[str, float] = {}
-    terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
-    frames = pipe._frames(req.chords)
-    drums = pipe._drums(req.drums, req.drums_sample_rate)
-    melody = pipe._melody(req.melody)
-    B, T, D = len(req.prompts), pipe.manifest.n_frames, pipe.manifest.latent_dim
-    noise = req.init_noise
-    if noise is not None and noise.shape != (B, T, D):
-        raise InputError(f"init noise must be [{B}, {T}, {D}] for {B} prompt(s), got {list(noise.shape)}")
-    conds = pipe.conditions(req.prompts, terms, frames, drums, melody, timings)
-    if noise is None:
-        noise = np.random.default_rng(req.seed).standard_normal((B, T, D)).astype(np.float32)
-    return _Member(req, terms, conds, noise, timings)
-
-
-def _term_major(members: tp.Sequence[_Member], n_terms: int, pick: tp.Callable[[_Member], np.ndarray]) -> np.ndarray:
-    """Rows of every member re-ordered term-major over the whole batch: term i of all prompts, then i + 1."""
-    parts = []
-    for i in range(n_terms):
-        for m in members:
-            b = len(m.req.prompts)
-            parts.append(pick(m)[i * b:(i + 1) * b])
-    return np.concatenate(parts, axis=0)
-
-
-def _solve_together(pipe: "JascoPipeline", reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
-    from .pipeline import Conditions, GenerationResult
-
-    start = time.perf_counter()
-    outcomes: tp.List[tp.Optional[Outcome]] = [None] * len(reqs)
-    members: tp.List[_Member] = []
-    slots: tp.List[int] = []
-    for k, req in enumerate(reqs):
+def solve_together(pipe: "JascoPipeline", prepared: tp.Sequence[tp.Union[PreparedRequest, JascoError]],
+                   cancel: tp.Optional[tp.Callable[[], bool]] = None) -> tp.List[Outcome]:
+    """Requests of one :class:`BatchKey` in one solve: each keeps its conditions, noise and CFG weights; the
+    flow step's rows are term-major over all prompts (the solve owner's :meth:`guided_field`)."""
+    core = pipe.core
+    total = clock()
+    outcomes: tp.List[tp.Optional[Outcome]] = [p if isinstance(p, JascoError) else None for p in prepared]
+    members: tp.List[tp.Tuple[int, PreparedRequest, Member, np.ndarray, tp.Optional[int], tp.Dict[str, float]]] = []
+    for k, p in enumerate(prepared):
+        if isinstance(p, JascoError):
+            continue
         try:
-            members.append(_prepare(pipe, req))
-            slots.append(k)
-        except JascoError as exc:  # this request's input is bad: the others still run
+            timings: tp.Dict[str, float] = {}
+            noise, seed = core.initial_noise(p)
+            conds = core.encode(p.windows[0], p.terms, timings)
+            members.append((k, p, Member(conds, p.terms, p.batch_size), noise, seed, timings))
+        except JascoError as exc:
             outcomes[k] = exc
     if not members:
         return tp.cast(tp.List[Outcome], outcomes)
+    shared: tp.Dict[str, float] = {}
+    traffic = Traffic()
+    settings = members[0][1].request.settings
+    try:
+        with core.guided_field([m[2] for m in members]) as field:
+            res = core.solve(settings, field, np.concatenate([m[3] for m in members], axis=0), cancel=cancel,
+                             timings=shared, traffic=traffic)
+    except Cancelled as exc:  # every member's caller went away
+        for k, *_ in members:
+            outcomes[k] = exc
+        return tp.cast(tp.List[Outcome], outcomes)
+    audio = core.decode(res.z, shared)
+    batch = sum(m[2].batch for m in members)
     offset = 0
-    for m in members:
-        m.offset = offset
-        offset += len(m.req.prompts)
-    B, n = offset, len(members[0].terms)
-    conds = Conditions(_term_major(members, n, lambda m: m.conditions.text),
-                       {name: _term_major(members, n, lambda m, name=name: m.conditions.temporal[name])
-                        for name in members[0].conditions.temporal})
-    rows_field = pipe.vector_field(conds, _ROWS_AS_GIVEN)
-
-    def field(t: float, z: np.ndarray) -> np.ndarray:
-        v = rows_field(t, np.concatenate([z] * n, axis=0) if n > 1 else z)  # [n·B, T, D], term-major
-        guided = []
-        for m in members:
-            b, o = len(m.req.prompts), m.offset
-            own = np.concatenate([v[i * B + o:i * B + o + b] for i in range(n)], axis=0) if n > 1 else v[o:o + b]
-            guided.append(combine_vector_fields(own, m.terms))
-        return np.concatenate(guided, axis=0)
-
-    req0 = members[0].req
-    flow_start = time.perf_counter()
-    res = SOLVERS[req0.solver](field, np.concatenate([m.noise for m in members], axis=0), req0.steps)
-    flow = time.perf_counter() - flow_start
-    dec_start = time.perf_counter()
-    audio = pipe._run_chunked("encodec_decoder", {"latents": res.z.astype(np.float32)}, "audio")
-    decoder = time.perf_counter() - dec_start
-    total = time.perf_counter() - start
-    for k, m in zip(slots, members):
-        sl = slice(m.offset, m.offset + len(m.req.prompts))
+    for k, p, member, _, seed, timings in members:
+        sl = slice(offset, offset + member.batch)
+        offset += member.batch
         z, clip = res.z[sl], audio[sl]
-        bad = next((what for what, x in (("latents", z), ("audio", clip)) if not np.isfinite(x).all()), None)
-        if bad is not None:
-            outcomes[k] = JascoError(f"the generation produced non-finite {bad} (NaN/Inf) — check the artifacts "
-                                     f"with `jasco-run verify {pipe.manifest.folder}`")
+        try:
+            core.check_finite(z, clip)
+        except JascoError as exc:
+            outcomes[k] = exc
             continue
-        timings = dict(m.timings, flow=flow, flow_per_eval=flow / max(res.nfe, 1), decoder=decoder, total=total,
-                       batch_prompts=B)
-        outcomes[k] = GenerationResult(audio=clip, latents=z, sample_rate=pipe.manifest.sample_rate, nfe=res.nfe,
-                                       timings=timings, terms=list(m.terms))
+        t = dict(timings, **shared, total=total(), batch_prompts=batch)
+        outcomes[k] = core.result(p, clip, z, res.nfe, t, seed, traffic=traffic)
     return tp.cast(tp.List[Outcome], outcomes)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import number, parse_number
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,24 @@ def chord_index(label: tp.Optional[str], mapping: tp.Mapping[str, int], warn: bo
     return mapping[UNKNOWN]
 
 
+def progression(items: tp.Any) -> Progression:
+    """A progression given as data (a list of ``(label, start_seconds)`` pairs, e.g. from JSON) → checked list."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, tp.Sequence):
+        raise InputError(f'chords must be a list of [label, start_seconds] pairs such as [["C", 0], ["F", 4]], '
+                         f"got {type(items).__name__}")
+    out: Progression = []
+    for item in items:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
+            raise InputError(f'chords entry {_short(item)} is not [label, start_seconds]; e.g. [["C", 0], ["F", 4]]')
+        out.append((item[0], number(f"the start of chord {item[0][:40]!r}", item[1], unit="seconds")))
+    return out
+
+
+def _short(value: tp.Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def chord_changes(chords: tp.Sequence[tp.Tuple[str, float]]) -> tp.List[tp.Tuple[float, str]]:
     """``[(label, start_sec), ...]`` validated → ``[(start_sec, label), ...]`` in list order (audiocraft's
     ``chord_changes`` layout); one clear error for an entry that is not a pair or has a non-finite start."""
@@ -187,15 +206,10 @@ def _parse_string(spec: str) -> Progression:
 
 def _seconds(value: tp.Any, message: str) -> float:
     """A chord start in seconds: a finite number (JSON true/false and strings like "x" or "nan" are refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(message)
     try:
-        seconds = float(value)
-    except ValueError as exc:
-        raise InputError(message) from exc
-    if not math.isfinite(seconds):
-        raise InputError(message)
-    return seconds
+        return parse_number("chord start", value)
+    except InputError:
+        raise InputError(message) from None
 
 
 def _parse_lab(path: Path, text: str) -> Progression:

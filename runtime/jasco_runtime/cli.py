@@ -114,7 +114,7 @@ def _out_paths(out: Path, n: int) -> tp.List[Path]:
 
 def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]:
     """Read every input file (chords, drums, melody, init noise) before any engine is loaded."""
-    from . import audio_io, chords
+    from . import chords
 
     inputs: tp.Dict[str, tp.Any] = {}
     if a.chords is not None:
@@ -124,14 +124,14 @@ def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]
             raise InputError("this model has no drums conditioner; drop --drums")
         if not a.drums.is_file():
             raise InputError(f"drums file {a.drums} does not exist")
-        inputs["drums"], inputs["drums_sample_rate"] = audio_io.load_audio(a.drums)
+        inputs["drums"] = a.drums  # read by ConditionProvider.prepare, only as far as the song needs
     if a.melody is not None:
         if not folder.has_melody:
             raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
                              "drop --melody")
         if not a.melody.is_file():
             raise InputError(f"melody file {a.melody} does not exist")
-        inputs["melody"] = audio_io.load_melody(a.melody, int(folder.conditioners["melody"]["bins"]))
+        inputs["melody"] = a.melody
     if a.init_noise is not None:
         try:
             inputs["init_noise"] = np.load(a.init_noise, allow_pickle=False)
@@ -161,6 +161,8 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     outs = _out_paths(a.out, len(prompts))
     latents_path = None if a.save_latents is None else _output_path(a.save_latents, "--save-latents", ".npy")
     audio_io.check_normalization(a.normalize)
+    from .conditioning import ConditionProvider
+
     folder = ExportFolder.open(a.engines)
     req = GenerationRequest(prompts, cfg_coef_all=a.cfg_all, cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps,
                             rtol=a.rtol, atol=a.atol, seed=a.seed, duration=a.duration, overlap=a.overlap,
@@ -169,9 +171,14 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
         from .extract.reference import for_request
 
         req = for_request(folder, a.reference, req)
-    pipe = JascoPipeline.from_dir(a.engines, backend=a.backend, providers=[a.provider] if a.provider else None,
-                                  precision=a.precision, low_memory=a.low_memory)
-    res = pipe.run(req, progress=not a.no_progress)
+    conditioner = ConditionProvider(folder)
+    prepared = conditioner.prepare(req)  # every input checked before an engine loads
+    pipe = JascoPipeline.from_dir(folder, backend=a.backend, providers=[a.provider] if a.provider else None,
+                                  precision=a.precision, low_memory=a.low_memory, conditioner=conditioner)
+    try:
+        res = pipe.run(prepared, progress=not a.no_progress)
+    finally:
+        pipe.close()
     subtype = "PCM_16" if a.format == "pcm16" else "FLOAT"
     files = [(path, audio_io.encode_wav(clip, res.sample_rate, subtype=subtype, normalize=a.normalize))
              for path, clip in zip(outs, res.audio)]
@@ -182,9 +189,10 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     _write_outputs(files)
     return {"outputs": [str(p) for p in outs], "prompts": prompts, "sample_rate": res.sample_rate,
             "seconds": res.audio.shape[-1] / res.sample_rate, "nfe": res.nfe, "backend": pipe.backend,
+            "precision": pipe.precision, "providers": pipe.resolution.to_dict()["providers"], "seed": res.seed,
             "solver": req.solver,
             "cfg_terms": [{"kind": t.kind, "weight": t.weight} for t in res.terms],
-            "timings_s": {k: round(v, 4) for k, v in res.timings.items()},
+            "timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "traffic": res.traffic,
             "real_time_factor": res.timings["total"] / (len(prompts) * res.audio.shape[-1] / res.sample_rate)}
 
 

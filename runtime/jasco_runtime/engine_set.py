@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import typing as tp
 
-from .backends.base import Engine
+import numpy as np
+
+from .backends.base import Engine, run_chunked
 
 Opener = tp.Callable[[str], Engine]
-
-
-def close_engine(engine: tp.Any) -> None:
-    close = getattr(engine, "close", None)
-    if callable(close):
-        close()
 
 
 class EngineSet:
@@ -55,6 +51,10 @@ class EngineSet:
             self.names.append(name)
         self._open[name] = engine
 
+    def run(self, name: str, feeds: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
+        """Engine ``name`` over row chunks of its own profile (:func:`~jasco_runtime.backends.base.run_chunked`)."""
+        return run_chunked(self[name], feeds)
+
     def get(self, name: str, default: tp.Any = None) -> tp.Any:
         return self[name] if name in self.names else default
 
@@ -70,4 +70,4 @@ class EngineSet:
         """Close every open engine (TensorRT device buffers are not garbage-collected)."""
         engines, self._open = list(self._open.values()), {}
         for engine in engines:
-            close_engine(engine)
+            engine.close()

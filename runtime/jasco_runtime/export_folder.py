@@ -101,6 +101,17 @@ class GraphEntry:
         return precision if precision in self.precisions else "fp32"
 
 
+def is_export_folder(folder: PathLike) -> bool:
+    """True when ``folder`` holds a jasco-trt ``manifest.json`` (a JSON object with this project's top-level
+    keys): what ``jasco-export --force`` may replace."""
+    path = Path(folder) / MANIFEST
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and all(k in raw for k in ("schema_version", "model", "graphs", "files"))
+
+
 # -- schema -----------------------------------------------------------------------------------------------
 _Spec = tp.Dict[str, tp.Any]
 _NUM = (int, float)

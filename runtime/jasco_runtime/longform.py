@@ -26,23 +26,22 @@ module builds longer songs from the existing graphs, without training (issue 11)
 """
 from __future__ import annotations
 
-import math
 import typing as tp
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import chords as chords_mod
-from .errors import InputError, JascoError
-from .guidance import cfg_terms
-from .solvers import SOLVERS, ODEResult
+from .checks import number
+from .errors import InputError
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import GenerationResult, JascoPipeline
-    from .request import GenerationRequest
+    from .conditioning import PreparedRequest
+    from .generation import Cancel, GenerationCore, GenerationResult
 
 SIGMA_MIN = 1e-5  # audiocraft/solvers/jasco.py `_z` / `_vector_field`
 DEFAULT_OVERLAP = 2.5  # seconds shared by consecutive windows
+MIN_HOP = 1.0  # seconds between consecutive window starts at least: bounds the windows (60-s song ≤ 51 windows)
 EXPORT_MAX_DURATION = 60.0  # seconds the exported decoder takes (jasco_export.graphs.spec.MAX_DURATION)
 STITCH_MODES = ("earlier", "blend")
 
@@ -87,33 +86,33 @@ class WindowPlan:
 
 
 def seconds(name: str, value: tp.Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not math.isfinite(x):
-        raise InputError(f"{name} must be a finite number of seconds, got {value!r}")
-    return x
+    return number(name, value, unit="seconds")
 
 
 def plan_windows(duration: float, overlap: tp.Optional[float], window_frames: int, frame_rate: float,
                  samples_per_frame: int, sample_rate: int, max_duration: float) -> WindowPlan:
-    """Windows covering ``duration`` seconds, consecutive ones sharing ``overlap`` seconds.
+    """Windows covering ``duration`` seconds, consecutive ones sharing ``overlap`` seconds: the one rule for
+    both (the request only checks they are numbers).
 
-    Window k starts at frame k·(T − P) (P = overlap frames), the last one at N − T so that it ends with
-    the song; a song of at most one window has one window (its audio is trimmed to ``duration``).
+    ``duration``: at least one latent frame, at most ``max_duration``.  ``overlap``: at least one frame (no
+    overlap would leave the windows without continuation) and at most the window less :data:`MIN_HOP`.  Window k
+    starts at frame k·(T − P) (P = overlap frames), the last one at N − T so that it ends with the song; a song of
+    at most one window has one window (its audio is trimmed to ``duration``).
     """
     duration = seconds("duration", duration)
     overlap = DEFAULT_OVERLAP if overlap is None else seconds("overlap", overlap)
     window_s = window_frames / frame_rate
-    if duration <= 0:
-        raise InputError(f"duration must be > 0 seconds, got {duration:g}")
+    frame_s = 1 / frame_rate
+    if duration < frame_s - 1e-9:
+        raise InputError(f"duration must be at least one latent frame ({frame_s:g} s), got {duration:g} s")
     if duration > max_duration + 1e-9:
-        raise InputError(f"duration {duration:g} s is longer than this export's maximum of {max_duration:g} s; "
+        raise InputError(f"duration {duration:.10g} s is longer than this export's maximum of {max_duration:g} s; "
                          f"ask for at most {max_duration:g} s")
     P = int(round(overlap * frame_rate))
-    if overlap < 0 or P >= window_frames:
-        raise InputError(f"overlap must be ≥ 0 and shorter than the {window_s:g}-s window, got {overlap:g} s")
+    max_overlap = window_s - MIN_HOP
+    if P < 1 or overlap > max_overlap + 1e-9:
+        raise InputError(f"overlap must be between {frame_s:g} s (one latent frame) and {max_overlap:g} s (the "
+                         f"{window_s:g}-s window less {MIN_HOP:g} s between window starts), got {overlap:g} s")
     n_samples = int(round(duration * sample_rate))
     N = -(-n_samples // samples_per_frame)
     windows = [Window(0, 0, window_frames, 0)]
@@ -247,101 +246,53 @@ def window_descriptions_for(plan: WindowPlan, descriptions: tp.Sequence[tp.Optio
     return per_window
 
 
-def solve(field: VectorField, z0: np.ndarray, solver: str, steps: tp.Optional[int], rtol: tp.Optional[float],
-          atol: tp.Optional[float],
-          callback: tp.Optional[tp.Callable[[int, int], None]] = None) -> ODEResult:
-    """One window's ODE solve with the pipeline's solvers."""
-    if solver == "dopri5":
-        return SOLVERS["dopri5"](field, z0, rtol=rtol, atol=atol, callback=callback)
-    return SOLVERS[solver](field, z0, steps, callback=callback)
+def generate_song(core: "GenerationCore", prepared: "PreparedRequest", progress: bool = True,
+                  cancel: tp.Optional["Cancel"] = None, continuation: bool = True,
+                  stitch_mode: str = "earlier") -> "GenerationResult":
+    """Generate ``prepared.plan.duration`` seconds (more than one window) window by window (module docstring).
 
-
-def generate_song(pipe: "JascoPipeline", plan: WindowPlan, req: "GenerationRequest", progress: bool = True,
-                  window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None,
-                  continuation: bool = True, stitch_mode: str = "earlier") -> "GenerationResult":
-    """Generate ``plan.duration`` seconds (more than one window) window by window (module docstring),
-    with the settings of a resolved ``req``.
-
-    ``req.init_noise`` [B, N, D] replays a song (N = ``plan.n_frames``); ``continuation=False`` solves
+    The request's ``init_noise`` [B, N, D] replays a song (N = ``plan.n_frames``); ``continuation=False`` solves
     the windows independently (the baseline of the seam metrics).  Returns a ``GenerationResult`` whose
-    ``windows`` hold every window's own latents.
+    ``windows`` hold every window's own latents.  ``cancel`` is asked between evaluations (and so between windows).
     """
-    from .pipeline import GenerationResult, _timer
+    from .backends.base import Traffic
+    from .generation import Member
+    from .timing import clock
 
-    descriptions, solver, steps = req.prompts, req.solver, req.steps
-    m = pipe.manifest
-    B, T, D, N = len(descriptions), plan.window_frames, m.latent_dim, plan.n_frames
-    prompts = window_descriptions_for(plan, descriptions, window_descriptions)
+    plan, settings = prepared.plan, prepared.request.settings
+    B, D, N = prepared.batch_size, core.folder.latent_dim, plan.n_frames
     timings: tp.Dict[str, float] = {}
-    total = _timer()
-    terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
-    progression = pipe._progression(req.chords)
-    song_samples = max(N, T) * plan.samples_per_frame
-    song_drums = pipe._drums(req.drums, req.drums_sample_rate, seconds=song_samples / plan.sample_rate)
-    if song_drums is not None:
-        song_drums = fit_length(song_drums, song_samples)
-    mel = pipe._melody(req.melody)
-    init_noise = req.init_noise
-    if init_noise is None:
-        init_noise = np.random.default_rng(req.seed).standard_normal((B, N, D)).astype(np.float32)
-    if init_noise.shape != (B, N, D):
-        raise InputError(f"init noise of a {plan.duration:g}-s song must be [{B}, {N}, {D}] for {B} prompt(s), "
-                         f"got {list(init_noise.shape)}")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps * plan.n_windows if solver != "dopri5" else None, unit="nfe",
-                   desc=f"{solver} × {plan.n_windows} windows")
-
-    def callback(nfe: int, estimate: int) -> None:
-        if bar is not None:
-            bar.update(1)
-
+    traffic = Traffic()
+    total = clock()
+    init_noise, seed = core.initial_noise(prepared)
     song = np.zeros((B, N, D), np.float32)
     results: tp.List[WindowResult] = []
-    try:
-        for w, window_prompts in zip(plan.windows, prompts):
-            frames = None if progression is None else window_chords(progression, pipe.chords_mapping,
-                                                                     m.frame_rate, m.duration, w)
-            step_timings: tp.Dict[str, float] = {}
-            conds = pipe.conditions(window_prompts, terms, frames,
-                                    None if song_drums is None else window_drums(song_drums, plan, w),
-                                    None if mel is None else window_melody(mel, w), step_timings)
-            field = pipe.vector_field(conds, terms)
+    expected = settings.expected_nfe
+    with core.progress(progress, None if expected is None else expected * plan.n_windows,
+                       f"{settings.solver} × {plan.n_windows} windows") as tick:
+        for w, inputs in zip(plan.windows, prepared.windows):
+            conds = core.encode(inputs, prepared.terms, timings)
             z0 = init_noise[:, w.start:w.end]
             constraint = Continuation(song[:, w.start:w.start + w.known], z0[:, :w.known]) \
                 if (continuation and w.known > 0) else None
-            clock = _timer()
-            res = solve(field if constraint is None else constraint.wrap(field), z0, solver, steps, req.rtol, req.atol,
-                        callback)
-            step_timings["flow"] = clock()
+            with core.guided_field([Member(conds, prepared.terms, B)]) as field:
+                res = core.solve(settings, field if constraint is None else constraint.wrap(field), z0,
+                                 progress=tick, cancel=cancel, timings=timings, traffic=traffic)
             z = res.z if constraint is None else constraint.finish(res.z)
             stitch(song, z, w, stitch_mode)
             results.append(WindowResult(w, z, res.nfe))
-            for k, v in step_timings.items():
-                timings[k] = timings.get(k, 0.0) + v
-    finally:
-        if bar is not None:
-            bar.close()
     nfe = sum(r.nfe for r in results)
-    timings["flow_per_eval"] = timings["flow"] / max(nfe, 1)
-    clock = _timer()
-    audio = pipe._run_chunked("encodec_decoder", {"latents": song}, "audio")[..., :plan.n_samples]
-    timings["decoder"] = clock()
-    for what, x in (("latents", song), ("audio", audio)):
-        if not np.isfinite(x).all():
-            raise JascoError(f"the generation produced non-finite {what} (NaN/Inf); nothing was written — check the "
-                             f"artifacts with `jasco-run verify {m.folder}`")
+    audio = core.decode(song, timings)[..., :plan.n_samples]
+    core.check_finite(song, audio)
     timings["total"] = total()
-    return GenerationResult(audio=audio, latents=song, sample_rate=m.sample_rate, nfe=nfe, timings=timings,
-                            terms=list(terms), windows=results)
+    return core.result(prepared, audio, song, nfe, timings, seed, windows=results, traffic=traffic)
 
 
 def plan_for_folder(folder: tp.Any, duration: float, overlap: tp.Optional[float] = None) -> WindowPlan:
     """The window plan of ``duration`` seconds for an export folder; the maximum duration is what its decoder
     graph takes (a decoder exported for one window only serves one window)."""
     decoder_frames = folder.graphs["encodec_decoder"].max_size("frames")
-    if decoder_frames is None and seconds("duration", duration) > folder.duration:
+    if decoder_frames is None and seconds("duration", duration) > folder.duration + 1e-9:
         raise InputError(f"the decoder of {folder.folder} was exported for {folder.duration:g}-s clips only; re-export "
                          f"with this version of jasco-export for songs up to {EXPORT_MAX_DURATION:g} s")
     return plan_windows(duration, overlap, folder.n_frames, folder.frame_rate, folder.segment_samples // folder.n_frames,

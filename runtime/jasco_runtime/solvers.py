@@ -41,7 +41,7 @@ class SolverError(JascoError, RuntimeError):
 VectorField = tp.Callable[[float, np.ndarray], np.ndarray]
 Callback = tp.Callable[[int, int], None]
 
-__all__ = ["ODEResult", "ButcherTableau", "euler", "midpoint", "heun", "dopri5", "SOLVERS"]
+__all__ = ["ODEResult", "ButcherTableau", "SolverSettings", "euler", "midpoint", "heun", "dopri5", "SOLVERS", "solve"]
 
 
 @dataclass
@@ -459,3 +459,34 @@ SOLVERS: tp.Dict[str, tp.Callable[..., ODEResult]] = {
     "heun": heun,
     "dopri5": dopri5,
 }
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Which solver and how: ``steps`` for the fixed-step solvers, ``rtol``/``atol`` for dopri5."""
+
+    solver: str
+    steps: tp.Optional[int] = None
+    rtol: tp.Optional[float] = None
+    atol: tp.Optional[float] = None
+
+    @property
+    def fixed_step(self) -> bool:
+        return self.solver != "dopri5"
+
+    @property
+    def expected_nfe(self) -> tp.Optional[int]:
+        """Evaluations of a fixed-step solve (None for dopri5: it adapts)."""
+        per_step = {"euler": 1, "midpoint": 2, "heun": 2}
+        return None if not self.fixed_step or self.steps is None else per_step[self.solver] * self.steps
+
+
+def solve(settings: SolverSettings, f: VectorField, z0: np.ndarray,
+          callback: tp.Optional[Callback] = None) -> ODEResult:
+    """Every solver behind one signature (k-diffusion style): callers never branch on the solver's name."""
+    if settings.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {settings.solver!r}; use one of {', '.join(SOLVERS)}")
+    if settings.fixed_step:
+        return SOLVERS[settings.solver](f, z0, settings.steps, callback=callback)
+    kw = {k: v for k, v in (("rtol", settings.rtol), ("atol", settings.atol)) if v is not None}
+    return dopri5(f, z0, callback=callback, **kw)

@@ -113,15 +113,6 @@ def backend_available(backend: str) -> tp.Optional[str]:
             "TensorRT is not installed on this machine; run verify where the engines were built")
 
 
-def _run_graph(engine: tp.Any, inputs: tp.Dict[str, np.ndarray], max_batch: tp.Optional[int]) -> tp.Dict[str, np.ndarray]:
-    """One engine call, chunked over the batch like the pipeline does (the engine's own profile first:
-    TensorRT engines may be built with a smaller --max-batch)."""
-    from .pipeline import row_chunks
-
-    parts = [engine(**chunk) for chunk in row_chunks(inputs, getattr(engine, "max_batch", None) or max_batch)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in parts[0]}
-
-
 def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
                     providers: tp.Optional[tp.Sequence[str]], log: tp.Callable[[str], None]) -> tp.List[Row]:
     from .backends import open_engine
@@ -139,15 +130,16 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
     except Exception as exc:  # noqa: BLE001 - fail closed: any load error is a FAIL row with its reason
         return [_row(key.graph, key, backend, key.precision, "FAIL",
                      reason=f"cannot load: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")]
+    from .backends import run_chunked
+
     rows = []
     gate = graph_gate(key)
-    max_batch = folder.graphs[key.graph].max_size("batch")
     try:
         for case, gc in cases.items():
             check = f"{key.graph}/{case}"
             log(f"verify {key} {case}")
             try:
-                got = _run_graph(engine, gc.inputs, max_batch)
+                got = run_chunked(engine, gc.inputs)  # chunked to the engine's own profile, as the pipeline
             except Exception as exc:  # noqa: BLE001
                 rows.append(_row(check, key, backend, key.precision, "FAIL",
                                  reason=f"failed to run: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"))
@@ -161,9 +153,7 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
                 name = next(iter(gc.outputs))
                 rows.append(compare(check, key, backend, key.precision, gc.outputs[name], got[name], gate))
     finally:
-        close = getattr(engine, "close", None)
-        if callable(close):
-            close()
+        engine.close()
     return rows
 
 
@@ -199,9 +189,7 @@ def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden
                                 cfg_coef_all=s["cfg_coef_all"], cfg_coef_txt=s["cfg_coef_txt"], solver=s["solver"],
                                 steps=s["steps"], init_noise=case.init_noise, progress=False)
         finally:
-            close = getattr(pipe, "close", None)
-            if callable(close):
-                close()
+            pipe.close()
     except Exception as exc:  # noqa: BLE001 - fail closed
         return [_row(check, None, rb, precision, "FAIL",
                      reason=f"runtime failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")]

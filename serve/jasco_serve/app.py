@@ -190,7 +190,7 @@ class JascoIngress:
             "replicas": c.replicas,
             "limits": {"max_batch_prompts": c.max_batch_prompts, "batch_wait_ms": c.batch_wait_ms,
                        "max_queued": c.max_queued, "request_timeout_s": c.request_timeout,
-                       "max_upload_bytes": c.max_upload_bytes, "max_text_tokens": self.checker.max_text_tokens},
+                       "max_upload_bytes": c.max_upload_bytes, "max_text_tokens": self.checker.conditioner.max_text_tokens},
             "fields": list(FIELDS), "uploads": list(UPLOADS),
         }
 

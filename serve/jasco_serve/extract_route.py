@@ -146,22 +146,14 @@ async def _form(request: Request, body: bytes, limit: int) -> tp.Tuple[bytes, tp
 
 
 # -- the reference upload of /v1/generate ------------------------------------------------------------------------
-def apply_reference(checker: tp.Any, request: tp.Any, data: bytes) -> tp.Any:
-    """``request`` (resolved, from :class:`~jasco_serve.inputs.InputChecker`) with its unset chords / melody / drums
-    extracted from the uploaded song; drums are prepared as a drums upload is (model rate, the song's duration)."""
+def apply_reference(folder: ExportFolder, request: tp.Any, data: bytes) -> tp.Any:
+    """A resolved request (:class:`~jasco_runtime.request.ResolvedRequest`) with its unset chords / melody / drums
+    extracted from the uploaded song, before :meth:`ConditionProvider.prepare` checks and fits them."""
     from jasco_runtime.extract import MissingExtra
-    from jasco_runtime.extract.reference import for_model
+    from jasco_runtime.extract.reference import for_request
 
-    folder = checker.folder
     wav, sr = _read_upload(data, "reference upload")
     try:
-        conds = for_model(folder, wav, sr, chords=request.chords is None, melody=request.melody is None,
-                          drums=request.drums is None)
+        return for_request(folder, wav, request, sample_rate=sr)
     except MissingExtra as exc:
         raise InputError(f"the server cannot use a reference: {exc}") from None
-    filled = conds.fill(request)
-    if request.drums is None and conds.drums is not None:
-        seconds = max(request.duration or 0.0, folder.duration)
-        filled.drums = audio_io.prepare_drums(conds.drums, sr, folder.sample_rate, seconds)
-        filled.drums_sample_rate = folder.sample_rate
-    return filled

@@ -20,7 +20,9 @@ import numpy as np
 from ray import serve
 
 from jasco_runtime.batching import group_requests, solve_group
+from jasco_runtime.conditioning import PreparedRequest
 from jasco_runtime.errors import InputError, JascoError
+from jasco_runtime.generation import Cancelled
 from jasco_runtime.request import GenerationRequest
 
 from .config import ServeConfig
@@ -51,6 +53,15 @@ class Failure:
 Outcome = tp.Union[Clip, Failure]
 
 
+@dataclass
+class _Pending:
+    """A request in a batch; ``cancelled`` is set when its caller goes away (the ingress timed out and cancelled
+    the call, or the client disconnected): its solve stops at the next vector-field evaluation."""
+
+    request: PreparedRequest
+    cancelled: bool = False
+
+
 @serve.deployment(name="JascoGenerator")
 class JascoGenerator:
     def __init__(self, config: ServeConfig):
@@ -69,40 +80,49 @@ class JascoGenerator:
             self.warmup_s = time.perf_counter() - start
 
     # -- calls from the ingress ---------------------------------------------------------------------
-    async def generate(self, req: GenerationRequest) -> Outcome:
-        return await self._batched(req)
+    async def generate(self, req: PreparedRequest) -> Outcome:
+        pending = _Pending(req)
+        try:
+            return await self._batched(pending)
+        except asyncio.CancelledError:  # Ray Serve cancels the call when the ingress gives up on it
+            pending.cancelled = True
+            raise
 
     def describe(self) -> tp.Dict[str, tp.Any]:
-        """What this replica runs (for ``GET /v1/models``)."""
-        engine = self.pipe.engines["flow_step"]
-        session = getattr(engine, "session", None)
-        on_gpu = bool(getattr(engine, "on_gpu", False))
-        # the precision JascoPipeline.from_dir picks when none is asked for: fp16 on a GPU if exported, else fp32
-        has_fp16 = "fp16" in self.pipe.manifest.graphs["flow_step"].precisions
-        precision = self.config.precision or ("fp16" if (on_gpu or self.pipe.backend == "tensorrt") and has_fp16 else "fp32")
-        return {"backend": self.pipe.backend, "precision": precision,
-                "providers": session.get_providers() if session is not None else None, "warmup_s": self.warmup_s}
+        """What this replica runs (for ``GET /v1/models``): the pipeline's one resolution, not a guess."""
+        r = self.pipe.resolution.to_dict()
+        return {"backend": r["backend"], "precision": r["precision"], "providers": r["providers"],
+                "device": r["device"], "warmup_s": self.warmup_s}
 
     def ready(self) -> bool:
         return True  # the constructor loaded the engines and ran the warm-up
 
     # -- batching -----------------------------------------------------------------------------------
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # both reset from the config in __init__
-    async def _batched(self, reqs: tp.List[GenerationRequest]) -> tp.List[Outcome]:
-        return await asyncio.to_thread(self._run, reqs)
+    async def _batched(self, pending: tp.List[_Pending]) -> tp.List[Outcome]:
+        return await asyncio.to_thread(self._run, pending)
 
-    def _run(self, reqs: tp.Sequence[GenerationRequest]) -> tp.List[Outcome]:
+    def _run(self, pending: tp.Sequence[_Pending]) -> tp.List[Outcome]:
+        reqs = [p.request for p in pending]
         out: tp.List[Outcome] = [Failure(500, "not run")] * len(reqs)
         for group in group_requests(self.pipe, reqs, self.config.max_batch_prompts):
             solve_id = uuid.uuid4().hex
+            members = [pending[i] for i in group]
+            if all(m.cancelled for m in members):  # gone before its solve started: the replica moves on
+                for i in group:
+                    out[i] = Failure(499, "cancelled")
+                continue
             try:
-                results = solve_group(self.pipe, [reqs[i] for i in group])
+                results = solve_group(self.pipe, [reqs[i] for i in group],
+                                      cancel=lambda members=members: all(m.cancelled for m in members))
             except Exception as exc:  # an engine failure: answer each request of the solve, keep serving
                 logger.exception("solve of %d request(s) failed", len(group))
                 results = [JascoError(f"the generation failed ({type(exc).__name__}: {_first_line(exc)})")] * len(group)
-            prompts = sum(len(reqs[i].prompts) for i in group)
+            prompts = sum(reqs[i].batch_size for i in group)
             for i, res in zip(group, results):
-                if isinstance(res, JascoError):
+                if isinstance(res, Cancelled):
+                    out[i] = Failure(499, "cancelled")
+                elif isinstance(res, JascoError):
                     out[i] = Failure(400 if isinstance(res, InputError) else 500, _first_line(res))
                 else:
                     out[i] = Clip(res.audio[0], res.sample_rate, res.nfe, dict(res.timings), solve_id, prompts)

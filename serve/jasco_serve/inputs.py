@@ -1,10 +1,11 @@
-"""HTTP input → a validated :class:`GenerationRequest`, before anything is queued.
+"""HTTP input → a prepared request (:class:`~jasco_runtime.conditioning.PreparedRequest`), before anything is
+queued.
 
-Every setting goes through :meth:`GenerationRequest.resolved` (the checks ``jasco-run`` runs); the inputs a
-generation would reject later are checked here too, with the runtime's own functions: the chord progression
-is parsed and framed (:mod:`jasco_runtime.chords`), the drums upload decoded and prepared as the pipeline
-prepares a drum stem (:func:`audio_io.prepare_drums`), the melody upload read as a salience matrix, and the
-prompt tokenized against the text profile. Each failure is an :class:`InputError` with one line.
+The wire values are typed here (JSON or form fields, uploads decoded); everything else is the runtime's one
+validator, run once: :meth:`GenerationRequest.resolved` for the settings and
+:meth:`ConditionProvider.prepare` for the inputs (chords framed, drums resampled and fitted, melody salience,
+prompt tokenized against the text profile, window plan).  The generator runs the prepared request as it is and
+never re-validates.  Each failure is an :class:`InputError` with one line.
 
 Fields (JSON body or multipart form): ``text``, ``chords`` ("C:0 F:4" or [["C", 0], ["F", 4]]),
 ``cfg_coef_all``, ``cfg_coef_txt``, ``solver``, ``steps``, ``rtol``, ``atol``, ``seed``, ``duration``,
@@ -15,18 +16,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import numbers
 import secrets
 import typing as tp
 from dataclasses import dataclass
 
 import numpy as np
 
-from jasco_runtime import audio_io, chords as chords_mod, longform
+from jasco_runtime import audio_io, chords as chords_mod
+from jasco_runtime.conditioning import ConditionProvider, PreparedRequest
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
-from jasco_runtime.text import TextTokenizer
 
 FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
@@ -42,13 +42,13 @@ SEED_RANGE = 2 ** 31  # server-picked seeds: small enough to type back
 class ParsedRequest:
     """A request ready to queue: the resolved generation settings and how to encode the answer."""
 
-    request: GenerationRequest  # resolved: defaults filled, seed set
+    request: PreparedRequest  # resolved (defaults filled, seed set) and prepared
     subtype: str  # soundfile subtype of the wav
     normalize: tp.Optional[str]
 
     @property
     def seed(self) -> int:
-        return int(tp.cast(int, self.request.seed))
+        return int(tp.cast(int, self.request.request.seed))
 
 
 class InputChecker:
@@ -56,14 +56,17 @@ class InputChecker:
 
     def __init__(self, folder: ExportFolder):
         self.folder = folder
-        self.tokenizer = TextTokenizer(folder.file("tokenizer"))
-        self.chords_mapping = chords_mod.load_chord_mapping(folder.file("chords_mapping")) if folder.has_chords else {}
-        self.max_text_tokens = folder.graphs["text_encoder"].max_size("text_len")
+        self.conditioner = ConditionProvider(folder)
+        frames = folder.graphs["encodec_decoder"].max_size("frames") or folder.n_frames
+        self.max_duration = frames / folder.frame_rate
 
     # -- bodies -------------------------------------------------------------------------------------
     def from_json(self, body: bytes) -> ParsedRequest:
         try:
             values = json.loads(body.decode("utf-8"))
+        except RecursionError:  # H38: 100 000 nested "[" (json's recursion limit), not a 500
+            raise InputError("the JSON body is nested too deeply; send an object of plain fields such as "
+                             '{"text": "funky groove", "chords": "C:0 F:4"}') from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"the request body is not valid JSON ({_first_line(exc)}); send an object such as "
                              '{"text": "funky groove", "chords": "C:0 F:4"}') from exc
@@ -87,16 +90,11 @@ class InputChecker:
             if raw == "" and name != "text":
                 continue
             values[name] = _form_value(name, raw)
-        parsed = self.build(values, drums=files.get("drums"), melody=files.get("melody"))
-        if files.get("reference") is not None:  # unset chords / melody / drums from the song
-            from .extract_route import apply_reference
-
-            parsed.request = apply_reference(self, parsed.request, files["reference"])
-        return parsed
+        return self.build(values, drums=files.get("drums"), melody=files.get("melody"), reference=files.get("reference"))
 
     # -- the request --------------------------------------------------------------------------------
     def build(self, values: tp.Mapping[str, tp.Any], drums: tp.Optional[bytes] = None,
-              melody: tp.Optional[bytes] = None) -> ParsedRequest:
+              melody: tp.Optional[bytes] = None, reference: tp.Optional[bytes] = None) -> ParsedRequest:
         unknown = sorted(set(values) - set(FIELDS))
         if unknown:
             raise InputError(f"unknown field {unknown[0]!r}; accepted fields: {', '.join(FIELDS + UPLOADS)}")
@@ -106,11 +104,11 @@ class InputChecker:
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         fmt = values.get("format", "float")
-        if fmt not in FORMATS:
-            raise InputError(f"unknown format {fmt!r}; use float or pcm16")
+        if not isinstance(fmt, str) or fmt not in FORMATS:  # H25: a list here was a 500 (unhashable)
+            raise InputError(f"unknown format {_short(fmt)}; use float or pcm16")
         normalize = values.get("normalize")
-        if normalize is not None and normalize not in NORMALIZE:
-            raise InputError(f"unknown normalize {normalize!r}; use peak or loudness (or leave it out)")
+        if normalize is not None and (not isinstance(normalize, str) or normalize not in NORMALIZE):
+            raise InputError(f"unknown normalize {_short(normalize)}; use peak or loudness (or leave it out)")
         if normalize == "loudness" and importlib.util.find_spec("pyloudnorm") is None:
             raise InputError("loudness normalisation needs pyloudnorm on the server; use normalize peak")
         seed = values.get("seed")
@@ -120,59 +118,53 @@ class InputChecker:
             rtol=values.get("rtol"), atol=values.get("atol"),
             seed=secrets.randbelow(SEED_RANGE) if seed is None else seed, duration=values.get("duration"),
             overlap=values.get("overlap"),
+            **self._drums(drums, values.get("duration")), melody=self._melody(melody),
         ).resolved(self.folder.defaults)
-        self._check_duration(req.duration, req.overlap)
-        self._check_text(text)
-        if drums is not None:
-            req.drums, req.drums_sample_rate = self._drums(drums, req.duration), self.folder.sample_rate
-        if melody is not None:
-            req.melody = self._melody(melody)
-        return ParsedRequest(req, FORMATS[fmt], normalize)
+        if reference is not None:  # unset chords / melody / drums from the song (extract_route.py)
+            from .extract_route import apply_reference
 
-    def _check_duration(self, duration: tp.Optional[float], overlap: tp.Optional[float]) -> None:
-        """Songs longer than one window (README "Longer songs"): the plan is checked before queueing."""
-        if duration is not None or overlap is not None:
-            longform.plan_for_folder(self.folder, self.folder.duration if duration is None else duration, overlap)
-
-    def _check_text(self, text: str) -> None:
-        ids, _ = self.tokenizer([text])
-        if self.max_text_tokens is not None and ids.shape[1] > self.max_text_tokens:
-            raise InputError(f"the prompt is {ids.shape[1]} T5 tokens long, the exported engines take at most "
-                             f"{self.max_text_tokens}; shorten it")
+            req = apply_reference(self.folder, req, reference)
+        prepared = self.conditioner.prepare(req)
+        seconds = prepared.plan.n_samples / self.folder.sample_rate
+        if normalize == "loudness" and seconds < audio_io.LOUDNESS_MIN_SECONDS:  # H47: pyloudnorm's 0.4-s block
+            raise InputError(f"loudness normalisation needs at least {audio_io.LOUDNESS_MIN_SECONDS:g} s of audio "
+                             f"(one ITU-R BS.1770 block), the request is {seconds:g} s; use normalize peak or a "
+                             "longer duration")
+        return ParsedRequest(prepared, FORMATS[fmt], normalize)
 
     def _chords(self, value: tp.Any) -> tp.Optional[chords_mod.Progression]:
-        """A progression string or [[label, start], ...] → [(label, start)], framed once to catch errors."""
+        """A progression string or [[label, start], ...] → [(label, start)] (checked by ``prepare``)."""
         if value is None:
             return None
         if isinstance(value, str):
-            progression = chords_mod.parse_chords_text(value)
-        elif isinstance(value, list):
-            progression = []
-            for item in value:
-                if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                        and isinstance(item[1], numbers.Real) and not isinstance(item[1], bool)):
-                    raise InputError(f'chords entry {item!r} is not [label, start_seconds]; e.g. [["C", 0], ["F", 4]]')
-                progression.append((item[0], float(item[1])))
-        else:
-            raise InputError(f'chords must be a string such as "C:0 F:4" or a list [["C", 0], ["F", 4]], '
-                             f"got {type(value).__name__}")
-        if self.folder.has_chords and progression:
-            f = self.folder
-            chords_mod.frame_chords(progression, self.chords_mapping, f.frame_rate, f.duration)
-        return progression or None
+            return chords_mod.parse_chords_text(value) or None
+        return chords_mod.progression(value) or None
 
-    def _drums(self, data: bytes, duration: tp.Optional[float] = None) -> np.ndarray:
-        """The drums upload → mono float32 at the model rate, one window (or ``duration``) long."""
+    def _drums(self, data: tp.Optional[bytes], duration: tp.Any) -> tp.Dict[str, tp.Any]:
+        """The drums upload decoded only as far as the song needs (``prepare`` resamples and fits it once), so a
+        request's memory is bounded by the longest song, not by the upload's length."""
+        if data is None:
+            return {}
         if not self.folder.has_drums:
             raise InputError("this model has no drums conditioner; drop the drums upload")
-        wav, sr = audio_io.read_audio_bytes(data, "drums upload")
-        return audio_io.prepare_drums(wav, sr, self.folder.sample_rate, max(duration or 0.0, self.folder.duration))
+        seconds = self.folder.duration
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration == duration:
+            seconds = max(seconds, min(float(duration), self.max_duration))
+        wav, sr = audio_io.read_audio_bytes(data, "drums upload", max_seconds=seconds + audio_io.RESAMPLE_MARGIN_S)
+        return {"drums": wav, "drums_sample_rate": sr}
 
-    def _melody(self, data: bytes) -> np.ndarray:
+    def _melody(self, data: tp.Optional[bytes]) -> tp.Optional[np.ndarray]:
+        if data is None:
+            return None
         if not self.folder.has_melody:
             raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
                              "drop the melody upload")
         return audio_io.read_melody_bytes(data, int(self.folder.conditioners["melody"]["bins"]))
+
+
+def _short(value: tp.Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _form_value(name: str, raw: str) -> tp.Any:

@@ -67,6 +67,7 @@ class FakeGPU:
         self._next, self._next_stream = self.BASE, 0x5000
         self.sticky = SUCCESS  # a kernel fault poisons the context, as in CUDA
         self.mallocs = self.frees = 0
+        self.copied = {"h2d": 0, "d2h": 0, "d2d": 0}  # bytes each kind of cudaMemcpy moved
 
     # -- accounting -------------------------------------------------------------------------------------
     @property
@@ -204,6 +205,7 @@ class FakeLibcudart:
                 if gpu.is_device(src):
                     return INVALID_VALUE
                 gpu.region(dst, n)
+                gpu.copied["h2d"] += n
                 gpu.synchronize(stream)  # pageable source: staged after a stream sync (CUDA API sync behaviour)
                 data = ctypes.string_at(src, n)
                 return gpu.enqueue(stream, lambda: gpu.region(dst, n).__setitem__(slice(None), data))
@@ -211,6 +213,7 @@ class FakeLibcudart:
                 if gpu.is_device(dst):
                     return INVALID_VALUE
                 gpu.region(src, n)
+                gpu.copied["d2h"] += n
 
                 def d2h() -> None:
                     ctypes.memmove(dst, bytes(gpu.region(src, n)), n)
@@ -220,6 +223,7 @@ class FakeLibcudart:
                 return code or gpu.synchronize(stream)
             if kind == self.DEVICE_TO_DEVICE:
                 gpu.region(src, n), gpu.region(dst, n)
+                gpu.copied["d2d"] += n
                 return gpu.enqueue(stream, lambda: gpu.region(dst, n).__setitem__(slice(None), bytes(gpu.region(src, n))))
         except IllegalAddress:
             return INVALID_VALUE
@@ -1044,6 +1048,10 @@ class TensorRTStandin:
     def snapshot(self) -> tp.Dict[str, int]:
         """Live device allocations, bytes and streams (to compare before/after)."""
         return {"allocations": self.gpu.live_allocations, "bytes": self.gpu.live_bytes, "streams": self.gpu.live_streams}
+
+    def traffic(self) -> tp.Dict[str, int]:
+        """Bytes moved so far by host→device, device→host and device→device copies, and cudaMalloc calls."""
+        return {**self.gpu.copied, "mallocs": self.gpu.mallocs}
 
 
 def _reset_polygraphy_imports() -> None:

@@ -6,7 +6,7 @@ import sys
 import typing as tp
 
 from ..errors import InputError
-from .base import Engine
+from .base import Engine, run_chunked
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..export_folder import ArtifactKey, ExportFolder
@@ -56,7 +56,8 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
 
         try:
             engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads,
-                                       tensorrt_options=lambda: tensorrt_ep_options(folder, key))
+                                       tensorrt_options=lambda: tensorrt_ep_options(folder, key),
+                                       max_batch=folder.graphs[key.graph].max_size("batch"))
         except InputError:
             raise
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...
@@ -67,9 +68,7 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
     try:
         check_io(folder, key, engine, path)
     except BaseException:
-        close = getattr(engine, "close", None)  # a TensorRT engine holds device memory until closed
-        if callable(close):
-            close()
+        engine.close()  # a TensorRT engine holds device memory until closed
         raise
     return engine
 
@@ -86,4 +85,4 @@ def check_io(folder: "ExportFolder", key: "ArtifactKey", engine: Engine, path: t
                          f"{sorted(want_out)}) — re-run jasco-export or copy the folder again")
 
 
-__all__ = ["Engine", "open_engine", "check_io", "available_backends", "tensorrt_unavailable_reason", "BACKENDS"]
+__all__ = ["Engine", "run_chunked", "open_engine", "check_io", "available_backends", "tensorrt_unavailable_reason", "BACKENDS"]

@@ -11,6 +11,7 @@ are not rebuilt per session or per shape), CUDA then CPU as fallbacks for nodes 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import typing as tp
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .base import Engine, Traffic, host_binding
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..export_folder import ArtifactKey, ExportFolder
@@ -61,16 +63,19 @@ def tensorrt_ep_options(folder: "ExportFolder", key: "ArtifactKey") -> tp.Dict[s
             **ort_profile_options(profile_shapes(folder.graphs[key.graph]))}
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(Engine):
     """An ``onnxruntime.InferenceSession`` with name-keyed numpy I/O.
 
-    On CUDA, ``run_bound`` keeps inputs/outputs on the device through IOBinding so that an ODE loop
-    does not copy the latent through host memory at every step.
+    On CUDA, :meth:`bind` puts arrays on the device once (``OrtValue``) and :meth:`run` binds them through
+    IOBinding, so an ODE solve does not copy its conditions through host memory at every step.
+    ``max_batch`` is the graph's declared profile (ONNX Runtime takes any batch; the TensorRT execution provider
+    and the parity gate use that profile).
     """
 
     def __init__(self, path: Path, name: str, providers: tp.Optional[tp.Sequence[str]] = None,
                  threads: tp.Optional[int] = None,
-                 tensorrt_options: tp.Optional[tp.Callable[[], tp.Dict[str, str]]] = None):
+                 tensorrt_options: tp.Optional[tp.Callable[[], tp.Dict[str, str]]] = None,
+                 max_batch: tp.Optional[int] = None):
         import onnxruntime as ort
 
         if not Path(path).is_file():
@@ -89,7 +94,13 @@ class OnnxRuntimeEngine:
         self._check_providers(wanted, explicit=bool(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.on_gpu = self.providers[0] != CPU
+        self.device = "cpu" if self.providers[0] == CPU else "cuda"
+        self.max_batch = max_batch
+        self.traffic = Traffic()
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
 
     def _check_providers(self, wanted: tp.Sequence[str], explicit: bool) -> None:
         """Every GPU provider asked for must be among those ONNX Runtime really started (its fallbacks —
@@ -104,13 +115,36 @@ class OnnxRuntimeEngine:
             raise InputError(f"{what}; fix the CUDA install or use --provider cpu")
         logger.warning("%s; falling back to %s", what, self.providers[0])
 
-    def __call__(self, **inputs: np.ndarray) -> tp.Dict[str, np.ndarray]:
-        missing = set(self.input_names) - set(inputs)
+    def run(self, feeds: tp.Mapping[str, tp.Any]) -> tp.Dict[str, np.ndarray]:
+        if self.session is None:
+            raise RuntimeError(f"{self.name}: the engine was closed")
+        missing = set(self.input_names) - set(feeds)
         if missing:
             raise ValueError(f"{self.name}: missing inputs {sorted(missing)}")
-        feeds = {k: np.ascontiguousarray(inputs[k]) for k in self.input_names}
-        outs = self.session.run(self.output_names, feeds)
+        if any(not isinstance(feeds[k], np.ndarray) for k in self.input_names):  # device handles from bind()
+            outs = {k: v.numpy() for k, v in self.run_bound(feeds, outputs_on="cpu").items()}
+            self.traffic.d2h += sum(o.nbytes for o in outs.values())
+            return outs
+        arrays = {k: np.ascontiguousarray(feeds[k]) for k in self.input_names}
+        outs = self.session.run(self.output_names, arrays)
+        if self.on_gpu:  # the session copies host inputs in and the outputs back
+            self.traffic.h2d += sum(a.nbytes for a in arrays.values())
+            self.traffic.d2h += sum(o.nbytes for o in outs)
         return dict(zip(self.output_names, outs))
+
+    def bind(self, arrays: tp.Mapping[str, np.ndarray]) -> tp.ContextManager[tp.Dict[str, tp.Any]]:
+        """On CUDA: ``OrtValue`` device copies (freed with their last reference, at the end of the block)."""
+        if not self.on_gpu:
+            return host_binding(arrays)
+        return self._device_binding(arrays)
+
+    @contextlib.contextmanager
+    def _device_binding(self, arrays: tp.Mapping[str, np.ndarray]) -> tp.Iterator[tp.Dict[str, tp.Any]]:
+        bound = {k: self.to_device(v) for k, v in arrays.items()}
+        try:
+            yield bound
+        finally:
+            bound.clear()
 
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees its memory with it)."""
@@ -120,10 +154,13 @@ class OnnxRuntimeEngine:
     def to_device(self, array: np.ndarray):
         import onnxruntime as ort
 
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+        array = np.ascontiguousarray(array)
+        self.traffic.h2d += array.nbytes
+        self.traffic.allocations += 1
+        return ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
 
-    def run_bound(self, inputs: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
-        """Run with IOBinding; inputs may be OrtValues already on the device. Outputs stay on device."""
+    def run_bound(self, inputs: tp.Mapping[str, tp.Any], outputs_on: str = "cuda") -> tp.Dict[str, tp.Any]:
+        """Run with IOBinding; inputs may be OrtValues already on the device.  Outputs stay on ``outputs_on``."""
         binding = self.session.io_binding()
         for k in self.input_names:
             v = inputs[k]
@@ -131,6 +168,6 @@ class OnnxRuntimeEngine:
                 v = self.to_device(v)
             binding.bind_ortvalue_input(k, v)
         for k in self.output_names:
-            binding.bind_output(k, "cuda", 0)
+            binding.bind_output(k, outputs_on, 0)
         self.session.run_with_iobinding(binding)
         return dict(zip(self.output_names, binding.get_outputs()))

@@ -12,6 +12,7 @@ another GPU or TensorRT version is refused from the manifest's record and from T
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import typing as tp
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, JascoError
+from .base import Engine, Traffic
 
 logger = logging.getLogger(__name__)
 REBUILD = "rebuild them on this machine with `jasco-run build-engines ENGINES_DIR`"
@@ -62,6 +64,8 @@ class DeviceTensor:
         self.owner, self.shape, self.dtype = owner, tuple(arr.shape), arr.dtype
         self.buffer = owner._cuda.DeviceArray(shape=self.shape, dtype=DataType.from_dtype(arr.dtype))
         self.buffer.copy_from(arr, stream=owner.stream)
+        owner.traffic.allocations += 1
+        owner.traffic.h2d += arr.nbytes
 
     @property
     def ptr(self) -> int:
@@ -80,17 +84,21 @@ class _DeviceOutput:
     """An output left on the device by ``run_bound``; ``numpy()`` copies it to the host.  Valid until the
     engine's next call (the output buffers are reused)."""
 
-    def __init__(self, buffer: tp.Any, shape: tp.Tuple[int, ...], dtype: np.dtype, stream: tp.Any):
-        self.buffer, self.shape, self.dtype, self.stream = buffer, shape, dtype, stream
+    def __init__(self, buffer: tp.Any, shape: tp.Tuple[int, ...], dtype: np.dtype, stream: tp.Any,
+                 traffic: tp.Optional[Traffic] = None):
+        self.buffer, self.shape, self.dtype, self.stream, self.traffic = buffer, shape, dtype, stream, traffic
 
     def numpy(self) -> np.ndarray:
         out = self.buffer.copy_to(np.empty(self.shape, dtype=self.dtype), stream=self.stream)
         self.stream.synchronize()
+        if self.traffic is not None:
+            self.traffic.d2h += out.nbytes
         return out
 
 
-class TensorRTEngine:
+class TensorRTEngine(Engine):
     on_gpu = True
+    device = "cuda"
 
     def __init__(self, path: Path, name: str, expected_device: tp.Optional[tp.Mapping[str, tp.Any]] = None):
         from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
@@ -106,6 +114,7 @@ class TensorRTEngine:
         if not Path(path).is_file():
             raise InputError(f"TensorRT engine {path} is missing; {REBUILD}")
         self.name = name
+        self.traffic = Traffic()
         self._trt, self._cuda = trt, cuda
         self._buffers: tp.Dict[str, tp.Any] = {}
         self._tensors: tp.Set[DeviceTensor] = set()
@@ -220,19 +229,32 @@ class TensorRTEngine:
             else:
                 buf = self._buffers[name].resize(shape)  # within the allocation: no reallocation
                 buf.copy_from(value, stream=self.stream)
+                self.traffic.h2d += value.nbytes
                 self._bind(name, buf.ptr)
         outs = {}
         for name in self.output_names:
             shape = self._output_shape(name)
             buf = self._buffers[name].resize(shape)
             self._bind(name, buf.ptr)
-            outs[name] = _DeviceOutput(buf, shape, self.dtypes[name], self.stream)
+            outs[name] = _DeviceOutput(buf, shape, self.dtypes[name], self.stream, self.traffic)
         if not self.context.execute_async_v3(self.stream.ptr):
             raise RuntimeError(f"TensorRT execution of {self.name} failed (see the TensorRT error above)")
         return outs
 
-    def __call__(self, **inputs: np.ndarray) -> tp.Dict[str, np.ndarray]:
-        return {n: out.numpy() for n, out in self._execute(inputs).items()}
+    def run(self, feeds: tp.Mapping[str, tp.Any]) -> tp.Dict[str, np.ndarray]:
+        return {n: out.numpy() for n, out in self._execute(feeds).items()}
+
+    @contextlib.contextmanager
+    def bind(self, arrays: tp.Mapping[str, np.ndarray]) -> tp.Iterator[tp.Dict[str, "DeviceTensor"]]:
+        """:meth:`to_device` copies of ``arrays``, freed when the block ends (exceptions and signals included)."""
+        bound: tp.Dict[str, DeviceTensor] = {}
+        try:
+            for k, v in arrays.items():
+                bound[k] = self.to_device(v)
+            yield bound
+        finally:
+            for t in bound.values():
+                t.free()
 
     def run_bound(self, inputs: tp.Mapping[str, tp.Any]) -> tp.Dict[str, _DeviceOutput]:
         """Inputs may be numpy arrays or :meth:`to_device` tensors; outputs stay on the device."""

@@ -1,0 +1,291 @@
+"""The generation core (jasco_runtime.generation): one owner of a solve, planners with no private calls, device
+buffers released on every path, the engine interface complete, and what ran reported from one resolution.
+
+The TensorRT tests run on the strict stand-in (tests/standins/tensorrt.py): they check I/O plumbing and device
+allocations, not TensorRT numerics."""
+from __future__ import annotations
+
+import ast
+import shutil
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+RUNTIME = ROOT / "runtime" / "jasco_runtime"
+CFG = dict(cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler")
+
+
+# -- structure ------------------------------------------------------------------------------------------------
+def _module_imports(path: Path) -> tp.Set[str]:
+    """Modules of jasco_runtime imported at module level (TYPE_CHECKING blocks and function bodies excluded)."""
+    tree = ast.parse(path.read_text())
+    pkg = path.relative_to(RUNTIME.parent).with_suffix("").parts
+    pkg = pkg[:-1] if pkg[-1] != "__init__" else pkg[:-1]
+    out: tp.Set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(pkg[:len(pkg) - node.level + 1])
+            if node.module:
+                out.add(".".join(base + node.module.split(".")))
+            else:
+                out.update(".".join(base + [a.name]) for a in node.names)
+    return out
+
+
+def test_no_import_cycle_in_the_runtime():
+    """Issue 16: pipeline ↔ longform was the runtime's one cycle; none is left (module-level imports)."""
+    modules = {".".join(p.relative_to(RUNTIME.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in RUNTIME.rglob("*.py")}
+    graph = {m: {i for i in _module_imports(p) if i in modules} for m, p in modules.items()}
+    state: tp.Dict[str, int] = {}
+
+    def visit(m: str, stack: tp.List[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " → ".join(stack[stack.index(n):] + [m, n]))
+            if n not in state:
+                visit(n, stack + [m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert "jasco_runtime.longform" not in graph["jasco_runtime.pipeline"] or \
+        "jasco_runtime.pipeline" not in graph["jasco_runtime.longform"]
+
+
+@pytest.mark.parametrize("planner", ["longform.py", "batching.py", "pipeline.py"])
+def test_planners_use_no_private_member_and_no_solver(planner):
+    """longform and batching plan over the solve owner: no ``pipe._x``/``core._x``, no solver or tqdm of their own."""
+    tree = ast.parse((RUNTIME / planner).read_text())
+    private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+               and not n.attr.startswith("__") and isinstance(n.value, ast.Name) and n.value.id not in ("self", "cls")]
+    assert private == []
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+        {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not names & {"SOLVERS", "dopri5", "tqdm", "default_rng"}, names & {"SOLVERS", "dopri5", "tqdm", "default_rng"}
+
+
+def test_every_backend_implements_the_whole_engine_interface():
+    import inspect
+
+    from jasco_runtime.backends.base import Engine
+    from jasco_runtime.backends.onnxruntime_backend import OnnxRuntimeEngine
+    from jasco_runtime.backends.tensorrt_backend import TensorRTEngine
+
+    for cls in (OnnxRuntimeEngine, TensorRTEngine):
+        assert issubclass(cls, Engine) and not inspect.isabstract(cls), cls
+    assert {"run", "bind", "close"} <= Engine.__abstractmethods__
+
+
+def test_solvers_share_one_signature():
+    from jasco_runtime.solvers import SolverSettings, solve
+
+    z0 = np.ones((1, 3, 2), np.float32)
+    for settings in (SolverSettings("euler", 4), SolverSettings("midpoint", 2), SolverSettings("heun", 2),
+                     SolverSettings("dopri5", rtol=1e-5, atol=1e-5)):
+        res = solve(settings, lambda t, z: -z, z0)  # dz/dt = −z: z(1) = e^-1
+        np.testing.assert_allclose(res.z, np.exp(-1) * z0, rtol=0.3 if settings.solver == "euler" else 2e-2)
+        if settings.fixed_step:
+            assert res.nfe == settings.expected_nfe
+
+
+# -- chunking: count the engine calls --------------------------------------------------------------------------
+class _Counting:
+    """Wraps an engine, records the rows of every call (the engine interface is delegated as it is)."""
+
+    def __init__(self, engine, max_batch):
+        self.engine, self.max_batch, self.rows = engine, max_batch, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def run(self, feeds):
+        self.rows.append(int(next(iter(feeds.values())).shape[0]))
+        return self.engine.run(feeds)
+
+    def bind(self, arrays):
+        return self.engine.bind(arrays)
+
+
+def test_chunking_follows_the_engines_own_profile(tiny_engines):
+    """Issue 16 (replaces the chunking test that passed with chunking disabled): with an engine profile of 2
+    rows, 2 prompts × 3 CFG terms call the flow step in chunks of 2 and give the unchunked result."""
+    from jasco_runtime import JascoPipeline
+
+    noise = np.random.default_rng(0).standard_normal((2, 500, 128)).astype(np.float32)
+    kw = dict(chords="C:0 F:4", steps=2, init_noise=noise, progress=False, **CFG)
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    ref = pipe.generate(["a", "bb"], **kw)
+    counting = _Counting(pipe.engines["flow_step"], max_batch=2)
+    pipe.engines["flow_step"] = counting
+    got = pipe.generate(["a", "bb"], **kw)
+    assert counting.rows == [2, 2, 2] * 2  # 6 rows in chunks of 2, per evaluation
+    np.testing.assert_array_equal(got.latents, ref.latents)
+
+
+# -- device allocations on every path (TensorRT stand-in) ------------------------------------------------------
+@pytest.fixture()
+def trt_pipe(tiny_engines, tmp_path, trt_standin):
+    from jasco_runtime import JascoPipeline
+
+    folder = tmp_path / "engines"
+    shutil.copytree(tiny_engines.out, folder)
+    trt_standin.build_engines(folder)
+    pipe = JascoPipeline.from_dir(folder, backend="tensorrt")
+    yield pipe
+    pipe.close()
+
+
+def _resolved(pipe, prompts, **kw):
+    from jasco_runtime.request import GenerationRequest
+
+    return GenerationRequest(prompts, **{**CFG, "steps": 1, **kw}).resolved(pipe.manifest.defaults)
+
+
+def test_batched_solves_leave_the_device_allocations_where_they_were(trt_pipe, trt_standin):
+    """Issue 16 §2: 5 batched solves of 3 requests used to take the live allocations from 14 to 44."""
+    from jasco_runtime.batching import generate_batch
+
+    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
+    before = trt_standin.snapshot()
+    for k in range(5):
+        reqs = [_resolved(trt_pipe, [f"req {k}.{i}"], seed=i, chords="C:0 F:4") for i in range(3)]
+        outcomes = generate_batch(trt_pipe, reqs)
+        assert all(o.timings["batch_prompts"] == 3 for o in outcomes), outcomes
+        assert trt_standin.snapshot() == before, f"batched solve {k} left device allocations"
+
+
+def test_long_songs_leave_the_device_allocations_where_they_were(trt_pipe, trt_standin):
+    """Issue 16 §2: three 30-s songs used to take the live allocations from 14 to 50."""
+    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
+    before = trt_standin.snapshot()
+    for k in range(3):
+        res = trt_pipe.generate([f"song {k}"], duration=30, steps=1, seed=k, progress=False, **CFG)
+        assert len(res.windows) == 4
+        assert trt_standin.snapshot() == before, f"song {k} left device allocations"
+
+
+def test_a_failed_or_cancelled_solve_frees_its_buffers(trt_pipe, trt_standin):
+    from jasco_runtime.generation import Cancelled
+
+    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
+    before = trt_standin.snapshot()
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        trt_pipe.generate(["x"], steps=10, progress=False, cancel=cancel, **CFG)
+    assert len(calls) == 3 and trt_standin.snapshot() == before
+    with pytest.raises(Cancelled):
+        trt_pipe.generate(["x"], duration=30, steps=10, progress=False, cancel=lambda: True, **CFG)
+    assert trt_standin.snapshot() == before
+
+
+def test_per_nfe_traffic_is_what_crossed_the_device(trt_pipe, trt_standin):
+    """The flow step's host↔device counters (reported per NFE in results, --json and the benchmarks) equal the
+    bytes the stand-in's cudaMemcpy moved during the solve.  Today a fixed-step solve still sends z and t in and
+    v out at every evaluation (issue 16 §5: keeping the ODE state on the device is not done yet)."""
+    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
+    flow = trt_pipe.engines["flow_step"]
+    calls = []
+    real_run = flow.run
+
+    def run(feeds):
+        before = trt_standin.traffic()
+        out = real_run(feeds)
+        after = trt_standin.traffic()
+        calls.append({k: after[k] - before[k] for k in after})
+        return out
+
+    flow.run = run
+    try:
+        res = trt_pipe.generate(["a", "b"], steps=4, seed=0, progress=False, **CFG)
+    finally:
+        del flow.run
+    rows, T, D = 2 * 3, 500, 128  # 2 prompts × 3 CFG terms
+    assert res.nfe == 4 and len(calls) == 4
+    assert all(c == {"h2d": rows * T * D * 4 + rows * 4, "d2h": rows * T * D * 4, "d2d": 0, "mallocs": 0}
+               for c in calls), calls
+    assert res.traffic == {"h2d_bytes_per_nfe": rows * T * D * 4 + rows * 4, "d2h_bytes_per_nfe": rows * T * D * 4,
+                           "allocations_per_nfe": 0.0}
+
+
+def test_cancel_is_asked_between_evaluations(tiny_engines):
+    """A cancelled generation stops at the next evaluation, without running the rest (issue 20 §2)."""
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.generation import Cancelled
+
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    counting = _Counting(pipe.engines["flow_step"], max_batch=pipe.engines["flow_step"].max_batch)
+    pipe.engines["flow_step"] = counting
+    seen = []
+    with pytest.raises(Cancelled):
+        pipe.generate(["x"], steps=1000, progress=False, cancel=lambda: (seen.append(1), len(seen) > 4)[1], **CFG)
+    assert len(counting.rows) == 4
+
+
+# -- what ran is what is reported ------------------------------------------------------------------------------
+def test_precision_and_providers_come_from_one_resolution(tiny_engines, monkeypatch):
+    """Issue 16 §4: with no --provider on a box whose ONNX Runtime offers CUDA, the fp16 graphs are chosen and the
+    report says what the session really runs (here: CUDA offered but not startable → CPU, reported as such)."""
+    import onnxruntime as ort
+
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.backends.onnxruntime_backend import CPU, CUDA
+
+    cpu = JascoPipeline.from_dir(tiny_engines.out)
+    assert cpu.resolution.to_dict() == {"backend": "onnxruntime", "precision": "fp32", "providers": [CPU],
+                                        "device": "cpu"}
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", _ForcedSession)
+    gpu = JascoPipeline.from_dir(tiny_engines.out)
+    assert gpu.resolution.precision == "fp16"
+    assert gpu.resolution.providers == (CUDA, CPU) and gpu.resolution.device == "cuda"
+    assert _ForcedSession.opened["flow_step"].endswith("flow_step.fp16.onnx")
+
+
+class _ForcedSession:
+    """An InferenceSession that reports the providers it was asked for (what onnxruntime-gpu does when CUDA starts);
+    it runs on the CPU underneath."""
+
+    opened: tp.Dict[str, str] = {}
+    _real = None
+
+    def __init__(self, path, sess_options=None, providers=None):
+        import onnxruntime as ort
+
+        real = ort.capi.onnxruntime_inference_collection.InferenceSession
+        self._session = real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        self._providers = [p if isinstance(p, str) else p[0] for p in providers]
+        _ForcedSession.opened[Path(path).name.split(".")[0]] = str(path)
+
+    def get_providers(self):
+        return self._providers
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def test_cli_json_reports_the_resolution(tiny_engines, tmp_path, capfd):
+    import json
+
+    from jasco_runtime.cli import main
+
+    code = main(["--engines", str(tiny_engines.out), "--text", "x", "--steps", "1", "--out", str(tmp_path / "o.wav"),
+                 "--json", "--no-progress"])
+    summary = json.loads(capfd.readouterr().out)
+    assert code == 0
+    assert (summary["backend"], summary["precision"], summary["providers"]) == \
+        ("onnxruntime", "fp32", ["CPUExecutionProvider"])
+    assert isinstance(summary["seed"], int)  # J01/J02: the drawn seed is reported
