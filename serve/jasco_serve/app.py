@@ -1,6 +1,6 @@
 """The HTTP ingress (FastAPI on Ray Serve) and the application that ties it to the generator replicas.
 
-Routes: ``POST /v1/generate``, ``POST /v1/extract`` (:mod:`.extract_route`), ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
+Routes: ``POST /v1/generate``, ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
 ``GET /`` (web page). Error contract: every error is JSON ``{"error": "<one line>"}`` — 400 bad input (the
 runtime's messages), 413 body over ``--max-upload-mb``, 415 unsupported content type, 503 + ``Retry-After``
 when ``--max-queued`` requests are already admitted, while shutting down or when a replica died under a
@@ -8,6 +8,7 @@ request, 504 after ``--request-timeout``; 500 only when a generation itself fail
 
 The ingress is light (one replica, no engines): it validates a request completely (:mod:`.inputs`) before
 admitting it, so a queued request can only fail for reasons that are not the client's.
+``POST /v1/extract`` (chords and melody of a song, docs/extract.md) lives in :mod:`.extract_route`.
 """
 import asyncio
 import base64
