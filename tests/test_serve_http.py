@@ -489,3 +489,121 @@ def test_a_timed_out_request_is_cancelled_and_the_next_one_is_served(service):
             break
         time.sleep(1.0)
     assert ok is not None and ok.status_code == 200, ok.text if ok is not None else ""
+
+
+# -- conditions from a reference song (jasco_serve/extract_route.py; needs the 'extract' extra) --------------------
+def _reference_song(path: Path, seconds: float = 8.0) -> Path:
+    """A saw lead over a C–Am–F–G pad with a bass (benchmarks/extract_synth.py), 16-bit so it fits the upload limit."""
+    from benchmarks import extract_synth as synth
+
+    case = synth.melody("ref", 44100, "saw", seconds=seconds, seed=2100)
+    sf.write(str(path), case.audio.T, 44100, subtype="PCM_16")
+    return path
+
+
+def _needs_extract() -> None:
+    try:
+        from jasco_runtime.extract import deps
+
+        deps.vamp_module(), deps.pitch_model_path(), deps.onnxruntime_module()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"the extract extra is not installed ({exc})")
+
+
+def test_extract_endpoint_chords_melody_and_errors(service, tmp_path):
+    _needs_extract()
+    song = _reference_song(tmp_path / "song.wav")
+    url = f"{service['url']}/v1/extract"
+    r = requests.post(url, files={"audio": ("song.wav", song.read_bytes())}, timeout=CLIENT_TIMEOUT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [label for label, _ in body["chords"] if label != "N"][:2] == ["C", "Am"]
+    assert body["melody"]["shape"] == [53, 400] and len(body["melody"]["rows"]) == 400
+    from jasco_runtime import extract
+
+    want = extract.melody(song)
+    assert body["melody"]["rows"] == np.where(want.max(0) > 0, want.argmax(0), -1).tolist()
+    assert body["chords"] == [list(c) for c in extract.chords(song)]
+    # the raw audio body and the .npy answer
+    r = requests.post(url + "?format=npy&what=melody", data=song.read_bytes(), headers={"Content-Type": "audio/wav"},
+                      timeout=CLIENT_TIMEOUT)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), want)
+    for kwargs, status, message in [
+        (dict(files={"audio": ("x.wav", b"RIFF not audio")}), 400, "cannot decode the audio upload"),
+        (dict(files={"audio": ("s.wav", song.read_bytes())}, data={"what": "drums"}), 400, "what='drums'"),
+        (dict(files={"audio": ("s.wav", song.read_bytes())}, data={"colour": "red"}), 400, "unknown field 'colour'"),
+        (dict(data={"what": "chords"}), 400, "no 'audio' file"),
+        (dict(json={"audio": "song.wav"}), 415, "unsupported content type"),
+        (dict(data=b"\0" * (2 * 2 ** 20), headers={"Content-Type": "audio/wav"}), 413, "upload limit"),
+    ]:
+        r = requests.post(url, timeout=CLIENT_TIMEOUT, **kwargs)
+        assert r.status_code == status, (kwargs.keys(), r.text)
+        assert message in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+def test_generate_with_reference_upload_equals_offline(service, tmp_path):
+    """The melody model's /v1/generate with a reference: chords, melody and drums from the song, as
+    JascoPipeline.generate(reference=...) gives them; an explicit chords field wins."""
+    _needs_extract()
+    from jasco_runtime import JascoPipeline
+
+    song = _reference_song(tmp_path / "song.wav")
+    fields = {"text": "synth pop", "steps": 2, "seed": 5, "cfg_coef_all": 1.25, "cfg_coef_txt": 2.5}
+    pipe = JascoPipeline.from_dir(service["melody_engines"], backend="onnxruntime", providers=["cpu"])
+    for extra in ({}, {"chords": "D:0 G:4"}):
+        r = _post(f"{service['url']}/m/v1/generate", {**fields, **extra}, files={"reference": song})
+        assert r.status_code == 200, r.text
+        got, sr, _ = _wav(r.content)
+        want = pipe.generate(["synth pop"], reference=song, solver="euler", steps=2, seed=5, cfg_coef_all=1.25,
+                             cfg_coef_txt=2.5, progress=False,
+                             chords=None if not extra else [("D", 0.0), ("G", 4.0)])
+        np.testing.assert_allclose(got, want.audio[0], atol=1e-6)
+    r = _post(f"{service['url']}/m/v1/generate", fields, files={"reference": tmp_path / "bad.wav"}) \
+        if (tmp_path / "bad.wav").write_bytes(b"RIFF no") else None
+    assert r.status_code == 400 and "reference upload" in r.json()["error"]
+
+
+def test_web_page_reference_flow_in_headless_chromium(service, tmp_path):
+    """Upload a reference, extract: the chord timeline fills the chord text (and edits go back into it), the piano
+    roll shows the melody; generate: the player and the waveform of the result."""
+    _needs_extract()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    song = _reference_song(tmp_path / "song.wav")
+    browser = _browser(tmp_path)
+    try:
+        browser.get(service["url"] + "/")
+        wait = WebDriverWait(browser, CLIENT_TIMEOUT)
+        wait.until(lambda b: "jasco-tiny/chords-drums" in b.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "reference").send_keys(str(song))
+        browser.find_element(By.ID, "extract").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "reference-view")))
+        cells = browser.find_elements(By.CSS_SELECTOR, "#chord-timeline .chord input")
+        labels = [c.get_attribute("value") for c in cells]
+        assert labels[:2] == ["C", "Am"], labels
+        chords = browser.find_element(By.ID, "chords").get_attribute("value")
+        assert [tok.split(":")[0] for tok in chords.split()] == labels
+        assert int(browser.find_element(By.ID, "melody-roll").get_attribute("data-voiced")) > 300
+        cells[0].clear()
+        cells[0].send_keys("Cmaj7")
+        chords = browser.find_element(By.ID, "chords").get_attribute("value")
+        assert chords.split()[0].startswith("Cmaj7:") and chords.split()[1].startswith("Am:")
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("2")
+        browser.find_element(By.ID, "submit").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "result")))
+        wait.until(lambda b: b.find_element(By.ID, "waveform").get_attribute("data-samples"))
+        assert int(browser.find_element(By.ID, "waveform").get_attribute("data-samples")) == 320000
+        assert browser.find_element(By.ID, "audio").get_attribute("src").startswith("blob:")
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        browser.set_window_size(1000, 1800)
+        browser.execute_script("document.getElementById('reference-fieldset').scrollIntoView()")
+        browser.save_screenshot(str(tmp_path / "reference-flow.png"))  # for a person to look at
+    finally:
+        browser.quit()

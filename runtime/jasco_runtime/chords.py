@@ -96,6 +96,14 @@ def _respellings(label: str) -> tp.Iterator[str]:
         yield f"{r}{q}" + (f"/{b}" if b else "")
 
 
+def vocabulary_label(label: str, mapping: tp.Mapping[str, int]) -> tp.Optional[str]:
+    """The spelling of ``label`` that ``mapping`` holds (exact, else an enharmonic / alias respelling), or None."""
+    label = NO_CHORD if label in (None, "") else label.strip()
+    if label in mapping:
+        return label
+    return next((alt for alt in _respellings(label) if alt in mapping), None)
+
+
 def chord_index(label: tp.Optional[str], mapping: tp.Mapping[str, int], warn: bool = True) -> int:
     """Index of one label: exact, else an enharmonic respelling, else 'UNK' (with a warning)."""
     label = NO_CHORD if label in (None, "") else label.strip()

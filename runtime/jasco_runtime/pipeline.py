@@ -194,7 +194,8 @@ class JascoPipeline:
                  progress: bool = True, drums_sample_rate: tp.Optional[int] = None, duration: tp.Optional[float] = None,
                  overlap: tp.Optional[float] = None,
                  window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None,
-                 cancel: tp.Optional[Cancel] = None) -> GenerationResult:
+                 cancel: tp.Optional[Cancel] = None, reference: tp.Any = None,
+                 reference_sample_rate: tp.Optional[int] = None) -> GenerationResult:
         """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest;
         every setting and input is validated (:class:`GenerationRequest`, :meth:`prepare`) before any engine runs.
 
@@ -202,11 +203,18 @@ class JascoPipeline:
         each continuing the previous one over ``overlap`` seconds (see :mod:`jasco_runtime.longform`;
         ``window_descriptions``: optionally one list of prompts per window); shorter ones are one window
         trimmed.  ``duration=None`` or one window's length is exactly the single-window generation.
+
+        ``reference`` (a song's path, or [C, T] audio with ``reference_sample_rate``): the chords, melody and drums
+        this model takes are extracted from it (:mod:`jasco_runtime.extract`, docs/extract.md) where not given.
         """
         req = GenerationRequest(descriptions, chords=chords, drums=drums, drums_sample_rate=drums_sample_rate,
                                 melody=melody, cfg_coef_all=cfg_coef_all, cfg_coef_txt=cfg_coef_txt, solver=solver,
                                 steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise, duration=duration,
                                 overlap=overlap).resolved(self.manifest.defaults)
+        if reference is not None:  # conditions from a song; explicit arguments win
+            from .extract.reference import for_request
+
+            req = for_request(self.manifest, reference, req, reference_sample_rate)
         return self.run(req, progress=progress, window_descriptions=window_descriptions, cancel=cancel)
 
     def run(self, req: tp.Union[ResolvedRequest, PreparedRequest], progress: bool = True,

@@ -10,6 +10,7 @@ request, 504 after ``--request-timeout``; 500 only when a generation itself fail
 
 The ingress is light (one replica, no engines): it validates a request completely (:mod:`.inputs`) before
 admitting it, so a queued request can only fail for reasons that are not the client's.
+``POST /v1/extract`` (chords and melody of a song, docs/extract.md) lives in :mod:`.extract_route`.
 """
 import asyncio
 import base64
@@ -30,6 +31,7 @@ from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.windows import MIN_HOP
 
+from . import extract_route
 from .auth import ApiKeys
 from .config import AUTO, ServeConfig
 from .generator import Clip, Failure, JascoGenerator
@@ -208,6 +210,14 @@ class JascoIngress:
                                  "sample_rate": clip.sample_rate, "seed": parsed.seed, "nfe": clip.nfe,
                                  "batch_prompts": clip.solve_prompts, "timings": timings}, headers=headers)
         return Response(wav, media_type="audio/wav", headers=headers)
+
+    @api.post("/v1/extract")
+    async def extract(self, request: Request) -> Response:  # conditions from a song (extract_route.py)
+        try:
+            self._authorize(request)  # /v1/* needs the key when the service has keys
+            return await extract_route.extract(request, self.folder, self.config.max_upload_bytes)
+        except HTTPError as err:
+            return err.response()
 
     # -- service ------------------------------------------------------------------------------------
     @api.get("/healthz")

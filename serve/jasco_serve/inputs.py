@@ -9,8 +9,8 @@ never re-validates.  Each failure is an :class:`InputError` with one line.
 
 Fields (JSON body or multipart form): ``text``, ``chords`` ("C:0 F:4" or [["C", 0], ["F", 4]]),
 ``cfg_coef_all``, ``cfg_coef_txt``, ``solver``, ``steps``, ``rtol``, ``atol``, ``seed``, ``duration``,
-``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file)
-and ``melody`` (.npy).
+``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file),
+``melody`` (.npy) and ``reference`` (a song: the unset conditions are extracted from it, docs/extract.md).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
 FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration", "overlap",
           "format", "normalize")
-UPLOADS = ("drums", "melody")
+UPLOADS = ("drums", "melody", "reference")  # reference: a song, conditions extracted from it (extract_route.py)
 _FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
 
@@ -89,11 +89,11 @@ class InputChecker:
             if raw == "" and name != "text":
                 continue
             values[name] = _form_value(name, raw)
-        return self.build(values, drums=files.get("drums"), melody=files.get("melody"))
+        return self.build(values, drums=files.get("drums"), melody=files.get("melody"), reference=files.get("reference"))
 
     # -- the request --------------------------------------------------------------------------------
     def build(self, values: tp.Mapping[str, tp.Any], drums: tp.Optional[bytes] = None,
-              melody: tp.Optional[bytes] = None) -> ParsedRequest:
+              melody: tp.Optional[bytes] = None, reference: tp.Optional[bytes] = None) -> ParsedRequest:
         unknown = sorted(set(values) - set(FIELDS))
         if unknown:
             raise InputError(f"unknown field {unknown[0]!r}; accepted fields: {', '.join(FIELDS + UPLOADS)}")
@@ -119,6 +119,10 @@ class InputChecker:
             overlap=values.get("overlap"),
             **self._drums(drums, values.get("duration")), melody=self._melody(melody),
         ).resolved(self.folder.defaults)
+        if reference is not None:  # unset chords / melody / drums from the song (extract_route.py)
+            from .extract_route import apply_reference
+
+            req = apply_reference(self.folder, req, reference)
         prepared = self.conditioner.prepare(req)
         seconds = prepared.plan.n_samples / self.folder.sample_rate
         if normalize == "loudness" and seconds < audio_io.LOUDNESS_MIN_SECONDS:  # H47: pyloudnorm's 0.4-s block

@@ -8,13 +8,15 @@ import typing as tp
 
 from .. import signals
 from ..exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED
+from ..extract import cli as extract_cli
 from . import build_engines, generate, logs, verify
 from .command import Command, Parser, UsageError, fail, run_command
 
 PROG = "jasco-run"
 DEFAULT = "generate"
 # Add a subcommand with one line: its module's COMMAND (name, help, add_arguments, run).
-COMMANDS: tp.Dict[str, Command] = {c.name: c for c in (generate.COMMAND, verify.COMMAND, build_engines.COMMAND)}
+COMMANDS: tp.Dict[str, Command] = {c.name: c for c in (generate.COMMAND, verify.COMMAND, build_engines.COMMAND,
+                                                       extract_cli.CHORDS_COMMAND, extract_cli.MELODY_COMMAND)}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--prompts", type=Path, help="file with one prompt per line (UTF-8)")
     p.add_argument("--chords", help='"C:0 F:4 G:6", "(C, 0.0), (D, 2.0)", a .lab or a .json file')
     p.add_argument("--drums", type=Path, help="drum stem audio (any rate/channels; resampled to the model rate)")
+    p.add_argument("--reference", type=Path, help="a song: chords, melody and drums extracted from it (the 'extract' "
+                                                  "extra; --chords/--melody/--drums override each), see docs/extract.md")
     p.add_argument("--melody", type=Path, help="melody salience .npy, [53, T] or [T, 53] at 50 Hz (T ≥ 1, T ≠ 53)")
     p.add_argument("--cfg-all", type=float, help="CFG weight of the all-conditions term (default: manifest)")
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
@@ -165,6 +167,11 @@ def generate(a: argparse.Namespace) -> int:
     req = GenerationRequest(prompts, cfg_coef_all=a.cfg_all, cfg_coef_txt=a.cfg_txt, solver=a.solver, steps=a.steps,
                             rtol=a.rtol, atol=a.atol, seed=a.seed, duration=a.duration, overlap=a.overlap,
                             **_inputs(a, folder)).resolved(folder.defaults)
+    if a.reference is not None:  # conditions from a song (jasco_runtime.extract); explicit options win
+        from ..extract.reference import for_request
+
+        input_file(a.reference, "--reference")
+        req = for_request(folder, a.reference, req)
     conditioner = ConditionProvider(folder)
     prepared = conditioner.prepare(req)  # every input checked (and read) before an engine loads
     pipe = JascoPipeline.from_dir(folder, backend=a.backend, providers=[a.provider] if a.provider else None,
