@@ -189,6 +189,7 @@ INPUT_FILES = {
     "bool-start.json": b'[["C", true]]',
     "null-start.json": b'{"chords": [["C", null]]}',
     "drums.wav": b"RIFF not really a wav",
+    "melody.npy": b"\x93NUMPY" + np.random.default_rng(3).bytes(64),
 }
 
 
@@ -204,7 +205,8 @@ INPUT_FILES = {
     (["--text", "x", "--chords", "(C, 0.0), (F, -)"], "the start must be seconds"),
     (["--text", "x", "--drums", "drums.wav"], "cannot read audio file"),
     (["--text", "x", "--drums", "missing.wav"], "does not exist"),
-    (["--text", "x", "--melody", "missing.npy"], "no melody conditioner"),
+    (["--text", "x", "--melody", "missing.npy"], "does not exist"),
+    (["--text", "x", "--melody", "melody.npy"], "no melody conditioner"),  # before the file is read
 ])
 def test_unreadable_input_file_fails_before_loading_engines(args, fragment, tiny_engines, out_dir, tmp_path, capfd,
                                                            no_engine_loading):

@@ -304,4 +304,5 @@ def test_cli_reference_generates(tiny_engines, reference_song, tmp_path):
     assert json.loads(r.stdout)["outputs"] == [str(out)] and out.is_file()
     r = _cli("--engines", str(tiny_engines.out), "--text", "funk", "--reference", str(tmp_path / "none.wav"),
              "--out", str(tmp_path / "p.wav"), "--no-progress")
-    assert r.returncode == 2 and "reference file" in r.stderr and not (tmp_path / "p.wav").exists()
+    assert r.returncode == 2 and "--reference" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / "p.wav").exists()
