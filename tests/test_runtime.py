@@ -90,7 +90,7 @@ def test_chunking_above_max_batch_gives_the_same_result(pipe, tiny_engines):
     small = JascoPipeline.from_dir(tiny_engines.out, backend="onnxruntime", providers=["cpu"])
     for g in small.manifest.graphs.values():
         if "batch" in g.profile:
-            g.profile["batch"]["max"] = 1
+            g.profile["batch"].max = 1
     noise = np.random.default_rng(3).standard_normal((2, 500, 128)).astype(np.float32)
     kw = dict(chords=CHORDS, cfg_coef_all=1.25, cfg_coef_txt=2.5, solver="euler", steps=2, init_noise=noise, progress=False)
     np.testing.assert_allclose(small.generate(PROMPTS, **kw).latents, pipe.generate(PROMPTS, **kw).latents, atol=1e-5)

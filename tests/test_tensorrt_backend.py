@@ -216,7 +216,8 @@ def test_plan_of_another_gpu_or_garbage_does_not_deserialize(trt_folder, trt_sta
     trt_standin.set(compute_capability=(9, 0))
     manifest["tensorrt"]["device"]["compute_capability"] = "9.0"
     (trt_folder / "manifest.json").write_text(json.dumps(manifest))
-    (trt_folder / "flow_step.fp16.plan").write_bytes(b"\x00garbage plan")
+    plan = trt_folder / "flow_step.fp16.plan"  # garbage of the recorded size: past the size check, to TensorRT's
+    plan.write_bytes(b"\x00garbage plan".ljust(plan.stat().st_size, b"\x00"))
     with pytest.raises(InputError, match="does not load with TensorRT.*build-engines"):
         JascoPipeline.from_dir(trt_folder, backend="tensorrt")
     assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}  # engines opened before are closed

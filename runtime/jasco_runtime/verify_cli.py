@@ -12,17 +12,20 @@ import typing as tp
 from pathlib import Path
 
 from .errors import InputError
-from .export_folder import ExportFolder
+from .export_folder import Backend, ExportFolder
 from .files import atomic_write_text
 from .verify import VerificationFailed, failures, format_table, verify_folder
 
-BACKENDS = {"auto": None, "onnxruntime": ["onnx"], "tensorrt": ["tensorrt"], "all": ["onnx", "tensorrt"]}
+
+def selected_backends(choice: str) -> tp.Optional[tp.List[Backend]]:
+    """``--backend`` → the backends verify runs (None: every one installed here)."""
+    return None if choice == "auto" else list(Backend) if choice == "all" else [Backend.parse(choice)]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jasco-run verify", description=__doc__.split("\n\n")[0])
     p.add_argument("engines", type=Path, help="export folder (holds manifest.json and golden/)")
-    p.add_argument("--backend", default="auto", choices=sorted(BACKENDS),
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto") + ["all"],
                    help="auto: every backend installed here (others are listed as SKIP); tensorrt/onnxruntime: only "
                         "that one (an error if it is not installed); all: both, required")
     p.add_argument("--provider", choices=["cpu", "cuda"], help="ONNX Runtime execution provider (default cpu)")
@@ -38,7 +41,7 @@ def main(argv: tp.Sequence[str]) -> int:
     out = a.out or folder.folder / "verify.json"
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise InputError(f"cannot write the report to {out}; pass --out PATH in a writable folder")
-    report = verify_folder(folder, backends=BACKENDS[a.backend], providers=[a.provider] if a.provider else ["cpu"],
+    report = verify_folder(folder, backends=selected_backends(a.backend), providers=[a.provider] if a.provider else ["cpu"],
                            end_to_end=not a.no_e2e, log=(lambda m: None) if a.json else
                            (lambda m: print(f"[jasco-run verify] {m}", flush=True)))
     report["source"] = "jasco-run verify (stored golden set)"

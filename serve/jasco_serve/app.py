@@ -173,11 +173,11 @@ class JascoIngress:
                 raise HTTPError(503, "no generator replica is ready yet; retry", retry_after=5) from None
         f, c = self.folder, self.config
         return {
-            "model": f.model_id, "variant": f.raw["model"].get("variant"), "conditioners": sorted(f.conditioners),
+            "model": f.model_id, "variant": f.model.variant, "conditioners": sorted(f.conditioners),
             "sample_rate": f.sample_rate, "duration": f.duration, "frame_rate": f.frame_rate,
-            "max_duration": (f.graphs["encodec_decoder"].max_size("frames") or f.n_frames) / f.frame_rate,
+            "max_duration": f.max_duration,
             "defaults": {k: v for k, v in f.defaults.items() if k != "note"},
-            "profiles": {name: g.profile for name, g in f.graphs.items()},
+            "profiles": {name: {axis: r.to_dict() for axis, r in g.profile.items()} for name, g in f.graphs.items()},
             **self._engines,
             "replicas": c.replicas,
             "limits": {"max_batch_prompts": c.max_batch_prompts, "batch_wait_ms": c.batch_wait_ms,

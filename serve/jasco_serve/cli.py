@@ -19,7 +19,7 @@ import typing as tp
 from pathlib import Path
 
 from jasco_runtime.errors import JascoError
-from jasco_runtime.export_folder import ExportFolder
+from jasco_runtime.export_folder import Backend, ExportFolder, Precision
 
 from .config import PROVIDERS, ServeConfig
 
@@ -44,9 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=d.request_timeout, help="seconds until 504")
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="request body limit (413 above)")
     p.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray instance")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto"))
     p.add_argument("--provider", choices=list(PROVIDERS), help="ONNX Runtime execution provider")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=Precision.choices(),
                    help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA; int8: CPU flow step, if exported)")
     p.add_argument("--name", default=d.app_name, help="Ray Serve application name")
     p.add_argument("--route-prefix", default=d.route_prefix, help="URL prefix of the service")
