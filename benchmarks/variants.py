@@ -274,7 +274,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
                     threads: tp.Optional[int]) -> Variant:
     """A variant of the torch-free runtime (imports numpy + the engine library only, never torch)."""
     from jasco_runtime.backends import open_engine
-    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+    from jasco_runtime.export_folder import ArtifactKey, Backend, ExportFolder
     from jasco_runtime.pipeline import JascoPipeline
 
     folder = ExportFolder.open(export_dir)
@@ -308,7 +308,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
         v.flow = lambda inputs: np.asarray(call_chunked(fs, inputs, limit["flow_step"])["v"], np.float32)
 
     if "end_to_end" in components:
-        pipe = JascoPipeline(folder, engines, "tensorrt" if backend == "trt" else "onnxruntime")
+        pipe = JascoPipeline(folder, engines, Backend.parse(backend).value)  # ort-cpu, ort-cuda, trt
 
         def make_e2e(bi: tp.Any) -> tp.Callable[[], tp.Tuple[np.ndarray, tp.Dict[str, float], int]]:
             def e2e() -> tp.Tuple[np.ndarray, tp.Dict[str, float], int]:

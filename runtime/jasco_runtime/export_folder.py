@@ -758,8 +758,10 @@ class ExportFolder:
         return self
 
     @classmethod
-    def create(cls, folder: PathLike, records: Manifest) -> "ExportFolder":
-        """A new folder's manifest (validated and written)."""
+    def create(cls, folder: PathLike, records: tp.Union[Manifest, tp.Mapping[str, tp.Any]]) -> "ExportFolder":
+        """A new folder's manifest (validated and written), from its records or their JSON form."""
+        if not isinstance(records, Manifest):
+            records = validate_manifest({**records, "schema_version": SCHEMA_VERSION}, Path(folder) / MANIFEST)
         records.schema_version = SCHEMA_VERSION
         self = cls(Path(folder), records)
         self.save()
