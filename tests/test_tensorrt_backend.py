@@ -253,7 +253,11 @@ def test_missing_engines_name_the_fix(tiny_engines):
 
 def test_engine_that_fails_the_io_check_frees_its_device_memory(trt_folder, trt_standin):
     """An engine swapped for another graph's is refused by check_io — and closed, not left holding its buffers."""
+    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+
     shutil.copy(trt_folder / "encodec_decoder.fp16.plan", trt_folder / "text_encoder.fp16.plan")
+    # registered as it is now (past the digest check, which would name the file first): check_io's refusal
+    ExportFolder.open(trt_folder, check_files=False).add_artifact(ArtifactKey("text_encoder", "fp16", "tensorrt"))
     with pytest.raises(InputError, match="not the text_encoder graph"):
         _engine(trt_folder, "text_encoder")
     assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}

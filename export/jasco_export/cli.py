@@ -37,6 +37,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32,fp16", help=f"comma list of {', '.join(Precision.choices())} (default "
                    "fp32,fp16; int8 adds a dynamically quantised flow step for ONNX Runtime CPU)")
     p.add_argument("--backend", default=Backend.ONNXRUNTIME.value, choices=[*Backend.spellings(), *EXPORT_TARGETS],
+                   metavar="{" + ",".join(Backend.choices(*EXPORT_TARGETS)) + "}",
                    help="onnxruntime (onnx): ONNX graphs only; tensorrt (trt): also FP16 TensorRT engines, required "
                         "(needs tensorrt + GPU); all: engines where TensorRT works")
     p.add_argument("--max-batch", type=int, default=6, help="max CFG rows per engine call (prompts × terms), default 6")
