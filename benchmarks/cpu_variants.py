@@ -19,6 +19,6 @@ def ensure_fused(export_dir: Path) -> Path:
     if not folder.has(FUSED) or not folder.path(FUSED).is_file():
         src = folder.path(ArtifactKey("flow_step", "fp32", "onnx"))
         logger.info("fusing attention in %s", src)
-        info = fuse_attention(src, folder.folder / FUSED.default_file, int(folder.raw["dims"]["heads"]))
+        info = fuse_attention(src, folder.folder / FUSED.default_file, folder.dims.heads)
         folder.add_artifact(FUSED, attention_fusion=info)
     return folder.path(FUSED)

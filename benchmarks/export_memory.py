@@ -117,11 +117,11 @@ def _phase_name(msg: str) -> tp.Optional[str]:
 
 def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str, tp.Any]:
     """Run ``jasco-export ARGV`` in this process with each progress line starting a phase."""
-    from jasco_export import cli, exporter
+    from jasco_export import cli, exporter, progress
     from jasco_export.reference.jasco import JASCO
 
     info: tp.Dict[str, tp.Any] = {}
-    log, load = exporter._log, JASCO.get_pretrained
+    log, load = progress.log, JASCO.get_pretrained
 
     def phase_log(msg: str) -> None:
         name = _phase_name(msg)
@@ -142,8 +142,8 @@ def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str
             return fn(*a, **k)
         return wrapped
 
-    saved = {k: getattr(exporter, k) for k in ("_log", "build_tensorrt", "_parity")}
-    exporter._log = phase_log
+    saved = {k: getattr(exporter, k) for k in ("build_tensorrt", "_parity")}
+    progress.log = phase_log  # every export step logs through jasco_export.progress.log
     exporter.build_tensorrt = starts_phase("tensorrt check", exporter.build_tensorrt)
     exporter._parity = starts_phase("parity: ONNX Runtime checks", exporter._parity)
     JASCO.get_pretrained = staticmethod(counting_load)  # type: ignore[assignment]
@@ -152,6 +152,7 @@ def measure_export(argv: tp.Sequence[str], sampler: PhaseSampler) -> tp.Dict[str
     finally:
         for k, v in saved.items():
             setattr(exporter, k, v)
+        progress.log = log
         JASCO.get_pretrained = staticmethod(load)  # type: ignore[assignment]
     return info
 

@@ -226,10 +226,10 @@ def cpu_checks(report: Report, folder: Path) -> np.ndarray:
     reference: tp.Dict[str, np.ndarray] = {}
 
     def compat() -> str:
-        bad = {n: r["problems"] for n, r in ef.raw.get("tensorrt", {}).get("compatibility", {}).items() if not r["ok"]}
+        bad = {n: r.problems for n, r in ef.tensorrt.compatibility.items() if not r.ok}
         if bad:
             raise CheckFailed(f"TensorRT compatibility problems: {bad}")
-        return f"{len(ef.raw['tensorrt']['compatibility'])} graphs ok"
+        return f"{len(ef.tensorrt.compatibility)} graphs ok"
 
     report.check("tensorrt compatibility record", compat)
 
@@ -441,7 +441,7 @@ def timings(report: Report, work: Path, tiny: Path, trt_engines: tp.Optional[Pat
 
         jasco = get_pretrained(repo, device="cpu")
         module = declare_graphs(jasco)["flow_step"].module.half().cuda().eval()
-        t_feeds = [torch.from_numpy(feeds[s["name"]]).cuda() for s in ef.graphs["flow_step"].inputs]
+        t_feeds = [torch.from_numpy(feeds[name]).cuda() for name in ef.graphs["flow_step"].input_names]
         t_feeds = [x.half() if x.is_floating_point() else x for x in t_feeds]
         with torch.no_grad():
             report.timings["400M flow step (3 rows) PyTorch fp16 eager"] = median_ms(lambda: module(*t_feeds), sync)

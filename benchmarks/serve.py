@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jasco_runtime.export_folder import Backend, Precision
+
 SCHEMA = "jasco-trt-serve-bench/1"
 
 
@@ -48,8 +50,8 @@ def parse_args(argv: tp.Optional[tp.Sequence[str]] = None) -> argparse.Namespace
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--gpus-per-replica", type=float, default=0.0)
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"])
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--precision", choices=Precision.choices())
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto"))
     p.add_argument("--text", default="80s synth-pop with punchy drums")
     p.add_argument("--chords", default="C:0 Am:2.5 F:5 G:7.5")
     p.add_argument("--cfg", default="1.25,2.5", help="cfg_coef_all,cfg_coef_txt")

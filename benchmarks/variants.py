@@ -271,7 +271,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
                     threads: tp.Optional[int]) -> Variant:
     """A variant of the torch-free runtime (imports numpy + the engine library only, never torch)."""
     from jasco_runtime.backends import open_engine
-    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+    from jasco_runtime.export_folder import ArtifactKey, Backend, ExportFolder
     from jasco_runtime.pipeline import JascoPipeline
 
     folder = ExportFolder.open(export_dir)
@@ -310,7 +310,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
         from jasco_runtime.pipeline import Resolution
 
         fs = engines["flow_step"]
-        resolution = Resolution("tensorrt" if backend == "trt" else "onnxruntime", precision,
+        resolution = Resolution(Backend.parse(backend).value, precision,
                                 None if backend == "trt" else tuple(fs.providers), fs.device)
         pipe = JascoPipeline(folder, EngineSet(sorted(engines), engines.__getitem__), resolution)
 

@@ -324,8 +324,9 @@ def _fake_folder(path: Path) -> Path:
     path.mkdir()
     graphs = {}
     for name, (inputs, output, max_rows) in GRAPHS.items():
-        graphs[name] = {"role": "runtime", "precisions": ["fp32", "fp16"], "outputs": [{"name": output}],
-                        "inputs": [{"name": n} for n in inputs], "artifacts": {},
+        graphs[name] = {"role": "runtime", "precisions": ["fp32", "fp16"], "artifacts": {},
+                        "outputs": [{"name": output, "dtype": "float32", "shape": ["batch"]}],
+                        "inputs": [{"name": n, "dtype": "float32", "shape": ["batch"]} for n in inputs],
                         "profile": {"batch": {"min": 1, "opt": 1, "max": max_rows}}}
     folder = ExportFolder.create(path, {
         "model": {"id": "fake", "variant": "chords-drums"},

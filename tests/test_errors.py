@@ -84,6 +84,23 @@ def _edit_manifest(edit: tp.Callable[[dict], tp.Any]) -> tp.Callable[[Path], Non
     return damage
 
 
+def _schema_2_0(damage: tp.Callable[[Path], None]) -> tp.Callable[[Path], None]:
+    """The same damage to a folder written before schema 2.1 (no digests): the engine's own checks name it."""
+    def legacy(folder: Path) -> None:
+        m = json.loads((folder / "manifest.json").read_text())
+        m["schema_version"] = "2.0"
+        for g in m["graphs"].values():
+            for art in g["artifacts"].values():
+                art.pop("digests", None)
+        (folder / "manifest.json").write_text(json.dumps(m))
+        damage(folder)
+    return legacy
+
+
+def _garbage_of_the_same_size(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
 def _drop_sample_rate(m: dict) -> dict:
     del m["audio"]["sample_rate"]
     return m
@@ -91,12 +108,18 @@ def _drop_sample_rate(m: dict) -> dict:
 
 DAMAGE = {
     # name: (damage(folder), fragments of the message, fails before the engines load)
+    # a recorded size that differs: named when the folder opens (schema 2.1 digests)
     "onnx-truncated": (lambda f: _truncate(f / "flow_step.fp32.onnx"),
-                       ["ONNX Runtime cannot load", "flow_step.fp32.onnx", "re-run jasco-export"], False),
-    "onnx-garbage": (lambda f: (f / "text_encoder.fp32.onnx").write_bytes(np.random.default_rng(0).bytes(4096)),
-                     ["text_encoder.fp32.onnx", "damaged or not an ONNX graph"], False),
+                       ["flow_step.fp32.onnx has", "the manifest records", "copy the export folder again"], True),
     "onnx-other-graph": (lambda f: shutil.copy(f / "text_encoder.fp32.onnx", f / "flow_step.fp32.onnx"),
-                         ["is not the flow_step graph the manifest declares", "re-run jasco-export"], False),
+                         ["flow_step.fp32.onnx has", "the manifest records"], True),
+    # the same size, or no digests (a schema 2.0 folder): the engine's own checks
+    "onnx-garbage": (lambda f: _garbage_of_the_same_size(f / "text_encoder.fp32.onnx"),
+                     ["text_encoder.fp32.onnx", "damaged or not an ONNX graph"], False),
+    "onnx-truncated-2.0": (_schema_2_0(lambda f: _truncate(f / "flow_step.fp32.onnx")),
+                           ["ONNX Runtime cannot load", "flow_step.fp32.onnx", "re-run jasco-export"], False),
+    "onnx-other-graph-2.0": (_schema_2_0(lambda f: shutil.copy(f / "text_encoder.fp32.onnx", f / "flow_step.fp32.onnx")),
+                             ["is not the flow_step graph the manifest declares", "re-run jasco-export"], False),
     "tokenizer-garbage": (lambda f: (f / "tokenizer.json").write_bytes(b'{"x\x00\xff'),
                           ["tokenizer.json is damaged", "re-run jasco-export"], False),
     "tokenizer-not-a-tokenizer": (lambda f: (f / "tokenizer.json").write_text('{"model": 1}'),

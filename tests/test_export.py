@@ -36,7 +36,8 @@ def test_manifest_contract(tiny_engines):
     assert m["model"]["id"] == "jasco-tiny/chords-drums" and m["model"]["variant"] == "chords-drums"
     assert set(m["model"]["sha256"]) == {"state_dict.bin", "compression_state_dict.bin"}
     assert m["audio"] == {"sample_rate": 32000, "channels": 1, "frame_rate": 50.0, "duration": 10.0,
-                          "n_frames": 500, "segment_samples": 320000}
+                          "n_frames": 500, "segment_samples": 320000, "max_duration": 60.0}
+    assert m["export"]["runtime_graphs"] == ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
     assert m["latents"]["std"] == pytest.approx(4.0102) and m["latents"]["decoder_folds_unnormalisation"]
     flow = m["graphs"]["flow_step"]
     assert [i["name"] for i in flow["inputs"]] == ["z", "t", "text", "chords", "drums"]
@@ -46,8 +47,10 @@ def test_manifest_contract(tiny_engines):
     assert m["graphs"]["drums_encoder"]["precisions"] == ["fp32"]
     assert flow["artifacts"]["onnx-fp32"]["file"] == "flow_step.fp32.onnx"
     assert flow["artifacts"]["onnx-fp16"]["file"] == "flow_step.fp16.onnx"
+    size = (tiny_engines.out / "flow_step.fp16.onnx").stat().st_size
+    assert flow["artifacts"]["onnx-fp16"]["digests"]["flow_step.fp16.onnx"]["size"] == size
     assert m["conditioners"]["chords"]["null_index"] == 194
-    assert m["tensorrt"]["skipped"] == "not requested (--backend onnx)"  # the default; TensorRT-absent: see below
+    assert m["tensorrt"]["skipped"] == "not requested (--backend onnxruntime)"  # the default; TensorRT-absent: see below
     for name, report in m["tensorrt"]["compatibility"].items():
         assert report["ok"], (name, report["problems"])
     assert "torch" in m["tools"] and "onnx" in m["tools"]

@@ -216,7 +216,8 @@ def test_plan_of_another_gpu_or_garbage_does_not_deserialize(trt_folder, trt_sta
     trt_standin.set(compute_capability=(9, 0))
     manifest["tensorrt"]["device"]["compute_capability"] = "9.0"
     (trt_folder / "manifest.json").write_text(json.dumps(manifest))
-    (trt_folder / "flow_step.fp16.plan").write_bytes(b"\x00garbage plan")
+    plan = trt_folder / "flow_step.fp16.plan"  # garbage of the recorded size: past the size check, to TensorRT's
+    plan.write_bytes(b"\x00garbage plan".ljust(plan.stat().st_size, b"\x00"))
     with pytest.raises(InputError, match="does not load with TensorRT.*build-engines"):
         JascoPipeline.from_dir(trt_folder, backend="tensorrt")
     assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}  # engines opened before are closed
@@ -252,7 +253,11 @@ def test_missing_engines_name_the_fix(tiny_engines):
 
 def test_engine_that_fails_the_io_check_frees_its_device_memory(trt_folder, trt_standin):
     """An engine swapped for another graph's is refused by check_io — and closed, not left holding its buffers."""
+    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+
     shutil.copy(trt_folder / "encodec_decoder.fp16.plan", trt_folder / "text_encoder.fp16.plan")
+    # registered as it is now (past the digest check, which would name the file first): check_io's refusal
+    ExportFolder.open(trt_folder, check_files=False).add_artifact(ArtifactKey("text_encoder", "fp16", "tensorrt"))
     with pytest.raises(InputError, match="not the text_encoder graph"):
         _engine(trt_folder, "text_encoder")
     assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}

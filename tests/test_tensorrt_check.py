@@ -45,8 +45,8 @@ def test_the_exported_graphs_use_exactly_the_reviewed_ops(tiny_engines):
             assert all(table[op]["supported"] for op in ops)
             assert not any(a.type in (a.GRAPH, a.GRAPHS) for n in model.graph.node for a in n.attribute)  # no subgraphs
             assert not model.functions
-    for name, report in folder.raw["tensorrt"]["compatibility"].items():
-        assert report["ok"], (name, report["problems"])
+    for name, report in folder.tensorrt.compatibility.items():
+        assert report.ok, (name, report.problems)
 
 
 def _model(nodes, inputs, outputs, path: Path, opset=17, initializers=(), extra_opsets=()) -> Path:

@@ -60,7 +60,7 @@ def test_tensorrt_execution_provider_is_configured_from_the_manifest(tiny_engine
     (trt, options), *fallbacks = sessions[-1]
     assert trt == "TensorrtExecutionProvider" and fallbacks == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     cache = str(tiny_engines.out / "ort-trt-cache")
-    axes = folder.raw["graphs"]["flow_step"]["profile"]
+    axes = {name: r.to_dict() for name, r in folder.graphs["flow_step"].profile.items()}
     b, lmax = axes["batch"], axes["text_len"]["max"]
     assert options["trt_fp16_enable"] == "True" and options["trt_layer_norm_fp32_fallback"] == "True"
     assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == cache

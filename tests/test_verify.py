@@ -47,8 +47,7 @@ def test_export_gate_checks_every_listed_artifact_and_the_44k_stereo_drums_path(
     assert skips and all(r["reason"].startswith("declared:") for r in skips)
     assert {(r["check"], r["precision"]) for r in skips} == {("drums_encoder", "fp16")}
     # end to end with a 44.1 kHz stereo drum stem (the resampler is on the gated path)
-    golden = folder.raw["golden"]
-    assert golden["e2e"]["settings"]["drums_sample_rate"] == 44100
+    assert folder.golden.e2e.settings["drums_sample_rate"] == 44100
     e2e = np.load(tiny_engines.out / "golden" / "e2e.npz")
     assert e2e["drums"].shape == (2, int(6.0 * 44100))
     lat = [r for r in report["rows"] if r["check"] == "e2e/euler10-latents" and r["precision"] == "fp32"]
@@ -88,11 +87,42 @@ def test_jasco_run_verify_passes_on_a_good_folder(tiny_engines, tmp_path):
     assert {r["artifact"] for r in report["rows"] if r["status"] == "PASS"} == listed
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_graph", "delete"])
-def test_jasco_run_verify_fails_naming_a_damaged_graph(tiny_engines, tmp_path, capsys, damage):
+def _as_schema_2_0(folder: Path) -> None:
+    """A folder as jasco-export wrote it before schema 2.1: no digests."""
+    m = json.loads((folder / "manifest.json").read_text())
+    m["schema_version"] = "2.0"
+    for g in m["graphs"].values():
+        for art in g["artifacts"].values():
+            art.pop("digests", None)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_graph"])
+def test_jasco_run_verify_names_a_file_of_another_size_before_anything_runs(tiny_engines, tmp_path, capsys, damage):
     from jasco_runtime.cli import main
 
     folder = _copy(tiny_engines, tmp_path)
+    target = folder / "flow_step.fp16.onnx"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "garbage":
+        target.write_bytes(os.urandom(4096))
+    else:
+        shutil.copy(folder / "encodec_decoder.fp16.onnx", target)
+    assert main(["verify", str(folder), "--no-e2e"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flow_step.fp16.onnx has" in err[0] and "the manifest records" in err[0]
+    assert not (folder / "verify.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_graph", "delete"])
+def test_jasco_run_verify_fails_naming_a_damaged_graph(tiny_engines, tmp_path, capsys, damage):
+    """Without digests (a schema 2.0 folder), or a missing file: every check still runs and FAILs naming it."""
+    from jasco_runtime.cli import main
+
+    folder = _copy(tiny_engines, tmp_path)
+    if damage != "delete":
+        _as_schema_2_0(folder)
     target = folder / "flow_step.fp16.onnx"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
@@ -116,7 +146,7 @@ def test_verify_fails_when_a_graph_computes_something_else(tiny_engines, tmp_pat
     import onnx
     from onnx import numpy_helper
 
-    from jasco_runtime.export_folder import ExportFolder
+    from jasco_runtime.export_folder import ArtifactKey, ExportFolder
     from jasco_runtime.verify import verify_folder
 
     folder = _copy(tiny_engines, tmp_path)
@@ -127,7 +157,9 @@ def test_verify_fails_when_a_graph_computes_something_else(tiny_engines, tmp_pat
     arr.flat[0] += 1e-2  # one weight nudged
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(model, str(path))
-    report = verify_folder(ExportFolder.open(folder), end_to_end=False, log=lambda m: None)
+    f = ExportFolder.open(folder)
+    f.add_artifact(ArtifactKey("encodec_decoder", "fp32", "onnx"))  # recorded as written: past the digest check
+    report = verify_folder(f, end_to_end=False, log=lambda m: None)
     assert not report["passed"]
     rows = [r for r in report["rows"] if r["artifact"] == "encodec_decoder fp32 onnx"]
     assert rows and any(r["status"] == "FAIL" and "max_abs" in r["reason"] for r in rows)
@@ -204,6 +236,11 @@ def test_jasco_export_verify_reruns_the_gate_and_names_a_corrupted_graph(tiny_en
     target = folder / "text_encoder.fp32.onnx"
     target.write_bytes(target.read_bytes()[:2048])
     bad = _run("-m", "jasco_export.cli", "verify", str(folder), "--no-e2e")
+    assert bad.returncode == 2  # the recorded size differs: named before the model loads
+    last = bad.stderr.strip().splitlines()[-1]
+    assert "text_encoder.fp32.onnx has 2048 bytes" in last
+    _as_schema_2_0(folder)  # no digests: the gate runs and names the graph it cannot load
+    bad = _run("-m", "jasco_export.cli", "verify", str(folder), "--no-e2e")
     assert bad.returncode == 1
     last = bad.stderr.strip().splitlines()[-1]
     assert "text_encoder fp32 onnx" in last and "cannot load" in last
@@ -267,6 +304,8 @@ def test_verify_runs_tensorrt_engines_and_fails_a_damaged_plan(tiny_engines, tmp
                for r in report["rows"])
     plan = folder / "flow_step.fp16.plan"
     plan.write_bytes(plan.read_bytes()[: plan.stat().st_size // 3])
+    assert main(["verify", str(folder), "--backend", "tensorrt", "--no-e2e"]) == 2  # the recorded size differs
+    _as_schema_2_0(folder)  # without digests the engine itself fails to load, a FAIL row
     assert main(["verify", str(folder), "--backend", "tensorrt", "--no-e2e"]) == 1
     rows = [r for r in json.loads((folder / "verify.json").read_text())["rows"] if r["artifact"] == "flow_step fp16 tensorrt"]
     assert rows and rows[0]["status"] == "FAIL" and "cannot load" in rows[0]["reason"]

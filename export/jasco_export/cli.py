@@ -17,6 +17,7 @@ from pathlib import Path
 from jasco_runtime.cli.command import Parser, UsageError
 from jasco_runtime.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 from jasco_runtime.signals import Terminated, interrupts
+from jasco_runtime.export_folder import EXPORT_TARGETS, Backend, Precision
 from jasco_runtime.verify import VerificationFailed
 
 from .errors import JascoError
@@ -29,10 +30,12 @@ def _export_parser() -> argparse.ArgumentParser:
                                        "`jasco-export verify ENGINES_DIR [--model ID]`.")
     p.add_argument("--model", required=True, help="hub id (e.g. facebook/jasco-chords-drums-400M) or local folder")
     p.add_argument("--out", type=Path, help="output folder (default engines/<model-name>)")
-    p.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16, int8 (default fp32,fp16; "
-                   "int8 adds a dynamically quantised flow step for ONNX Runtime CPU)")
-    p.add_argument("--backend", default="onnx", choices=["onnx", "trt", "all"],
-                   help="onnx: ONNX graphs only; trt/all: also FP16 TensorRT engines (needs tensorrt + GPU)")
+    p.add_argument("--precision", default="fp32,fp16", help=f"comma list of {', '.join(Precision.choices())} (default "
+                   "fp32,fp16; int8 adds a dynamically quantised flow step for ONNX Runtime CPU)")
+    p.add_argument("--backend", default=Backend.ONNXRUNTIME.value, choices=[*Backend.spellings(), *EXPORT_TARGETS],
+                   metavar="{" + ",".join(Backend.choices(*EXPORT_TARGETS)) + "}",
+                   help="onnxruntime (onnx): ONNX graphs only; tensorrt (trt): also FP16 TensorRT engines, required "
+                        "(needs tensorrt + GPU); all: engines where TensorRT works")
     p.add_argument("--max-batch", type=int, default=6, help="max CFG rows per engine call (prompts × terms), default 6")
     p.add_argument("--max-text-tokens", type=int, default=128, help="max T5 tokens in the engines' profiles")
     p.add_argument("--opset", type=int, default=17)

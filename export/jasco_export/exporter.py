@@ -1,40 +1,46 @@
 """``jasco-export``: checkpoint → ONNX graphs (fp32, mixed fp16) → TensorRT engines → parity report.
 
-Everything is written to a temporary sibling folder and renamed into place at the end, so a failure
-never leaves a half-written output folder.
+The orchestration: options, the output folder, then the manifest (:mod:`.manifest`), each graph's artifacts
+(:mod:`.artifacts`), the TensorRT step, the golden set and the parity gate.  Everything is written to a temporary
+sibling folder and renamed into place at the end, so a failure never leaves a half-written output folder.
 """
 from __future__ import annotations
 
 import gc
 import logging
 import os
-import platform
 import shutil
-import tempfile
 import time
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from jasco_runtime.chords import save_chord_mapping_json
-from jasco_runtime.export_folder import ArtifactKey, ExportFolder
+from jasco_runtime.export_folder import (EXPORT_TARGETS, PRECISIONS, ArtifactKey, Backend, CompatibilityRecord,
+                                         ExportFolder, Precision, TensorRTRecord)
+from jasco_runtime.signals import sigterm_interrupts
 from jasco_runtime.verify import failures, format_table, verify_folder
 
-from .graphs import onnx_export
-from jasco_runtime.signals import sigterm_interrupts
-
+from . import progress
+from .artifacts import export_artifacts
 from .errors import InputError, JascoError
-from .graphs.spec import GraphSpec, declare_graphs
+from .graphs import onnx_export
+from .graphs.spec import MAX_DURATION, GraphSpec, declare_graphs
+from .manifest import build_manifest, save_tokenizer, tables
 from .output_folder import OutputFolder, inputs_of
 from .reference.jasco import JASCO
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8")  # int8: CPU flow step (ONNX Runtime dynamic quantisation)
 # torch.onnx exports opsets 14+ (LayerNormalization needs 17 for one node); ONNX Runtime 1.17 reads up to 20
 MIN_OPSET, MAX_OPSET = 17, 20
+
+
+def export_target(backend: str) -> str:
+    """``--backend`` as recorded: a :class:`Backend` value (``onnx`` → onnxruntime: graphs only; ``trt`` →
+    tensorrt: engines required) or ``all`` (engines where TensorRT works)."""
+    return backend if backend in EXPORT_TARGETS else Backend.parse(backend).value
 
 
 @dataclass
@@ -42,7 +48,7 @@ class ExportOptions:
     model: str
     out: tp.Optional[Path] = None
     precisions: tp.Tuple[str, ...] = ("fp32", "fp16")
-    backend: str = "onnx"  # onnx | trt | all
+    backend: str = "onnxruntime"  # any Backend spelling (onnx, trt, ...) or all
     max_batch: int = 6
     max_text_tokens: int = 128
     opset: int = 17
@@ -54,6 +60,15 @@ class ExportOptions:
     force: bool = False
     graphs: tp.Optional[tp.Sequence[str]] = None
     end_to_end: bool = True
+    max_duration: float = MAX_DURATION  # longest song (s) the decoder is exported for; recorded in the manifest
+
+    @property
+    def target(self) -> str:
+        return export_target(self.backend)
+
+    @property
+    def builds_engines(self) -> bool:
+        return self.target != Backend.ONNXRUNTIME.value
 
 
 @dataclass
@@ -66,7 +81,8 @@ class ExportResult:
 
     @property
     def manifest(self) -> tp.Dict[str, tp.Any]:
-        return self.folder.raw
+        """The manifest as JSON (a copy)."""
+        return self.folder.to_dict()
 
 
 def default_out(model: str) -> Path:
@@ -79,106 +95,20 @@ def output_folder(opts: ExportOptions) -> OutputFolder:
     return OutputFolder(out, force=opts.force, protected=inputs_of(opts.model, opts.t5, opts.chords_mapping))
 
 
-def _log(msg: str) -> None:
-    print(f"[jasco-export] {msg}", flush=True)
-
-
-def tables(jasco: JASCO) -> tp.Dict[str, np.ndarray]:
-    """Torch-free condition tables: chords embedding, melody projection, null and silence drums."""
-    conds = jasco.model.condition_provider.conditioners
-    out: tp.Dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        if "chords" in conds:
-            out["chords_emb"] = conds["chords"].emb.weight.float().numpy()
-        if "melody" in conds:
-            out["melody_weight"] = conds["melody"].output_proj.weight.float().numpy()
-            out["melody_bias"] = conds["melody"].output_proj.bias.float().numpy()
-        if "self_wav" in conds:
-            d = conds["self_wav"]
-            out["drums_null"] = d.output_proj.bias.float().numpy()
-            silence = torch.zeros(1, 1, int(jasco.duration * jasco.sample_rate))
-            out["drums_silence"] = d(silence)[0][0].float().numpy()
-    return out
-
-
-def save_tokenizer(tokenizer: tp.Any, path: Path) -> None:
-    """Write the fast tokenizer's ``tokenizer.json`` for the runtime's ``tokenizers`` library."""
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    if backend is None:
-        raise JascoError("the T5 tokenizer has no fast (tokenizers) backend; cannot write tokenizer.json")
-    backend.save(str(path))
-
-
-def _versions() -> tp.Dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxconverter-common", "tensorrt", "polygraphy", "jasco-trt"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def build_manifest(jasco: JASCO, graphs: tp.Dict[str, GraphSpec], opts: ExportOptions) -> tp.Dict[str, tp.Any]:
-    """The manifest of a new export folder: model, audio, conditioners, defaults, graph declarations
-    (artifacts are added as they are written)."""
-    cfg = jasco.cfg
-    conds = jasco.model.condition_provider.conditioners
-    mf = jasco.files
-    conditioners: tp.Dict[str, tp.Any] = {"text": {"t5": conds["description"].name, "dim": cfg.transformer.dim,
-                                                   "null": "description '' → </s> with attention mask 0 → embedding 0"}}
-    if "chords" in conds:
-        conditioners["chords"] = {"card": conds["chords"].card, "null_index": conds["chords"].null_chord,
-                                  "dim": cfg.transformer.chords_dim, "table": "chords_emb",
-                                  "null": "null chord index (card) on every frame"}
-    if "self_wav" in conds:
-        conditioners["drums"] = {"dim": cfg.transformer.drums_dim, "blurring_factor": conds["self_wav"].blurring_factor,
-                                 "null": "drums_null (projection bias) when no CFG row keeps drums; drums_silence "
-                                         "(EnCodec of a zero wav) for dropped rows when another row keeps them"}
-    if "melody" in conds:
-        conditioners["melody"] = {"bins": conds["melody"].card, "dim": cfg.transformer.melody_dim,
-                                  "table": "melody_weight/melody_bias",
-                                  "null": "zeros salience → projection bias; kept in Text/Null terms when chords are absent"}
-    return {
-        "model": {"id": opts.model, "revision": mf.revision if mf else None,
-                  "sha256": mf.sha256() if mf else {}, "variant": cfg.variant,
-                  "t5": opts.t5 or cfg.t5_name},
-        "audio": {"sample_rate": cfg.sample_rate, "channels": cfg.channels, "frame_rate": jasco.frame_rate,
-                  "duration": jasco.duration, "n_frames": jasco.n_frames,
-                  "segment_samples": int(jasco.duration * cfg.sample_rate)},
-        "latents": {"dim": cfg.latent_dim, "mean": cfg.latent_mean, "std": cfg.latent_std,
-                    "decoder_folds_unnormalisation": True},
-        "dims": {"transformer": cfg.transformer.dim, "heads": cfg.transformer.num_heads,
-                 "layers": cfg.transformer.num_layers, "flow": cfg.transformer.flow_dim},
-        "conditioners": conditioners,
-        "generation_defaults": {"cfg_coef_all": 5.0, "cfg_coef_txt": 0.0, "solver": "euler", "steps": 10,
-                                "rtol": 1e-5, "atol": 1e-5,
-                                "note": "CFG defaults are audiocraft's set_generation_params defaults (5.0, 0.0); "
-                                        "the demo app uses euler 10 steps with all 1.25, txt 2.5"},
-        "cfg": {"terms": "All=cfg_coef_all, Text=cfg_coef_txt, Null=1-All-Text; |w|<1e-6 removed with "
-                         "audiocraft's list.remove-while-iterating quirk; rows are term-major"},
-        "graphs": {name: g.to_manifest() for name, g in graphs.items()},
-        "files": {},
-        "export": {"precisions": list(opts.precisions), "backend": opts.backend, "max_batch": opts.max_batch,
-                   "max_text_tokens": opts.max_text_tokens, "opset": opts.opset},
-        "tools": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def check_options(opts: ExportOptions) -> None:
     """Every option checked before any heavy work (loading a checkpoint takes minutes at 1B)."""
     for p in opts.precisions:
         if p not in PRECISIONS:
             raise InputError(f"unknown precision {p!r}; use any of {', '.join(PRECISIONS)}")
-    if "fp32" not in opts.precisions:
+    if Precision.FP32 not in opts.precisions:
         raise InputError("--precision must include fp32 (the reference graphs the others derive from and fall back to)")
-    if opts.backend not in ("onnx", "trt", "all"):
-        raise InputError(f"unknown backend {opts.backend!r}; use onnx, trt or all")
-    if opts.backend in ("trt", "all") and "fp16" not in opts.precisions:
-        raise InputError("--backend trt builds FP16 engines from the mixed-fp16 ONNX graphs; add fp16 to --precision")
+    if opts.backend not in EXPORT_TARGETS and opts.backend not in Backend.spellings():
+        raise InputError(f"unknown backend {opts.backend!r}; use one of {', '.join(Backend.choices(*EXPORT_TARGETS))}")
+    if opts.builds_engines and Precision.FP16 not in opts.precisions:
+        raise InputError(f"--backend {opts.backend} builds FP16 engines from the mixed-fp16 ONNX graphs; add fp16 "
+                         "to --precision")
+    if not opts.max_duration > 0:
+        raise InputError(f"max_duration must be > 0 seconds, got {opts.max_duration}")
     if not 1 <= opts.max_batch <= 256:
         raise InputError(f"--max-batch must be between 1 and 256 CFG rows, got {opts.max_batch}")
     if not 1 <= opts.max_text_tokens <= 4096:
@@ -208,7 +138,7 @@ def _run_export(opts: ExportOptions) -> ExportResult:
     check_options(opts)
     with output_folder(opts) as target:
         if target.replaces:
-            _log(f"--force: {target.out} is {target.replaces}; it is replaced once the new export is complete")
+            progress.log(f"--force: {target.out} is {target.replaces}; it is replaced once the new export is complete")
         return _export_into(target, opts)
 
 
@@ -216,17 +146,20 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
     out = target.out
     timings: tp.Dict[str, float] = {}
     t0 = time.perf_counter()
-    _log(f"loading {opts.model}")
+    progress.log(f"loading {opts.model}")
     jasco = JASCO.get_pretrained(opts.model, device="cpu", chords_mapping_path=opts.chords_mapping, t5=opts.t5,
                                  revision=opts.revision)
     timings["load"] = time.perf_counter() - t0
-    graphs = select_graphs(declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens),
-                           opts.graphs)
+    declared = declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens,
+                              max_duration=opts.max_duration)
+    runtime_graphs = [name for name, g in declared.items() if g.role == "runtime"]
+    graphs = select_graphs(declared, opts.graphs)
+    del declared
     tmp = target.temp_dir()
     try:
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
-        folder = ExportFolder.create(tmp, build_manifest(jasco, graphs, opts))
+        folder = ExportFolder.create(tmp, build_manifest(jasco, graphs, opts, runtime_graphs))
         folder.add_file("tables", "tables.npz", save=False)
         folder.add_file("tokenizer", "tokenizer.json", save=False)
         if jasco.chords_mapping:
@@ -235,7 +168,7 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
         spec = None  # the loop variable holds a graph module (and with it the memory-mapped checkpoint)
         for name, spec in graphs.items():
             t = time.perf_counter()
-            export_artifacts(folder, spec, opts, jasco.cfg.transformer.num_heads)
+            export_artifacts(folder, spec, opts.precisions, opts.opset, jasco.cfg.transformer.num_heads)
             timings[f"export_{name}"] = time.perf_counter() - t
         folder.save()
         build_tensorrt(folder, graphs, opts)
@@ -243,7 +176,7 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
         if opts.run_parity:
             from .parity.golden import write_golden_set
 
-            folder.set_record("golden", write_golden_set(jasco, graphs, folder.golden_dir, opts.end_to_end, log=_log))
+            folder.set_golden(write_golden_set(jasco, graphs, folder.golden_dir, opts.end_to_end, log=progress.log))
         del jasco, graphs, spec  # every later step runs ONNX Runtime / TensorRT only: free the PyTorch model first
         gc.collect()
         parity = _parity(folder, opts)
@@ -262,58 +195,26 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
     return ExportResult(out, folder.moved_to(out), parity, timings, late_signal=target.late_signal)
 
 
-def export_artifacts(folder: ExportFolder, spec: GraphSpec, opts: ExportOptions, num_heads: int) -> None:
-    """fp32 ONNX, then each requested precision the graph declares (mixed fp16, int8)."""
-    name, tmp = spec.name, folder.folder
-    _log(f"exporting {name} (fp32 ONNX, opset {opts.opset})")
-    fp32 = ArtifactKey(name, "fp32", "onnx")
-    path = onnx_export.export_graph(spec, tmp / fp32.default_file, opts.opset)
-    folder.add_artifact(fp32, path.name, save=False)
-    if "fp16" in opts.precisions and spec.fp16:
-        _log(f"converting {name} to mixed fp16")
-        key = ArtifactKey(name, "fp16", "onnx")
-        info = onnx_export.convert_fp16(path, tmp / key.default_file)
-        folder.add_artifact(key, save=False, **info)
-    if "int8" in opts.precisions and "int8" in spec.precisions:
-        _log(f"quantising {name} to int8 (attention fused, dynamic int8 linears) for ONNX Runtime CPU")
-        key = ArtifactKey(name, "int8", "onnx")
-        info = _int8_flow_step(path, tmp / key.default_file, num_heads)
-        folder.add_artifact(key, save=False, **info)
-
-
 def _parity(folder: ExportFolder, opts: ExportOptions) -> tp.Dict[str, tp.Any]:
     """Every artifact of the folder against the golden set just written (see :mod:`jasco_runtime.verify`)."""
     from .parity.gate import cuda_providers, save_report
 
     if not opts.run_parity:
         return {"passed": None, "rows": [], "skipped": "parity not run (ExportOptions.run_parity=False)"}
-    report = verify_folder(folder, providers=cuda_providers(), end_to_end=opts.end_to_end, log=_log)
+    report = verify_folder(folder, providers=cuda_providers(), end_to_end=opts.end_to_end, log=progress.log,
+                           digests=False)  # hashed as they were written, a moment ago
     report["source"] = "jasco-export (golden set written by the PyTorch reference in this run)"
-    _log("\n" + format_table(report["rows"]))
+    progress.log("\n" + format_table(report["rows"]))
     save_report(folder, report, "parity")
     return report
-
-
-def _int8_flow_step(fp32_path: Path, dst: Path, num_heads: int) -> tp.Dict[str, tp.Any]:
-    """Fused-attention copy of the fp32 flow step, then its int8 dynamic quantisation (see graphs/quantize.py)."""
-    from .graphs.fusion import fuse_attention
-    from .graphs.quantize import fp32_nodes, quantize_flow_step_int8
-
-    fused = dst.parent / f".{fp32_path.stem}-fused.onnx"
-    try:
-        fusion = fuse_attention(fp32_path, fused, num_heads)
-        recipe = quantize_flow_step_int8(fused, dst, exclude=fp32_nodes(fused))
-    finally:
-        for f in dst.parent.glob(fused.name + "*"):
-            f.unlink()
-    return {**recipe, "attention_fusion": fusion}
 
 
 def summary_table(res: ExportResult) -> str:
     """Markdown table of what was written: per graph its artifacts and sizes, export time, TRT op check."""
     folder = res.folder
-    compat = folder.raw.get("tensorrt", {}).get("compatibility", {})
-    columns = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tensorrt", "fp16"), ("tensorrt", "fp32")]
+    compat = folder.tensorrt.compatibility
+    columns = [(b.artifact, p.value) for b in Backend for p in Precision
+               if b is Backend.ONNXRUNTIME or p is not Precision.INT8]
     lines = ["| graph | role | " + " | ".join(f"{b} {p}" for b, p in columns) + " | export s | TensorRT op check |",
              "|---|---|" + "---|" * len(columns) + "---|---|"]
     for name, g in folder.graphs.items():
@@ -321,9 +222,9 @@ def summary_table(res: ExportResult) -> str:
         for backend, precision in columns:
             key = ArtifactKey(name, precision, backend)
             cells.append(f"{onnx_export.file_size(folder.path(key)) / 2**20:.1f} MiB" if folder.has(key) else "-")
-        check = compat.get(name, {})
+        check = compat.get(name)
         lines.append(f"| {name} | {g.role} | " + " | ".join(cells) + f" | {res.timings.get('export_' + name, 0):.1f} | "
-                     f"{'ok' if check.get('ok') else 'PROBLEMS' if check else '-'} |")
+                     f"{'-' if check is None else 'ok' if check.ok else 'PROBLEMS'} |")
     return "\n".join(lines)
 
 
@@ -335,21 +236,21 @@ def build_tensorrt(folder: ExportFolder, graphs: tp.Dict[str, GraphSpec], opts: 
 
     from .tensorrt.check import check_trt_compatibility
 
-    info: tp.Dict[str, tp.Any] = {"compatibility": {}}
+    record = TensorRTRecord()
     for name, spec in graphs.items():
-        fp16 = ArtifactKey(name, "fp16", "onnx")
-        src = folder.path(fp16 if folder.has(fp16) else ArtifactKey(name, "fp32", "onnx"))
+        fp16 = ArtifactKey(name, Precision.FP16, Backend.ONNXRUNTIME)
+        src = folder.path(fp16 if folder.has(fp16) else ArtifactKey(name, Precision.FP32, Backend.ONNXRUNTIME))
         report = check_trt_compatibility(src, profiles=spec.profile_shapes(), runtime_shapes=spec.runtime_shapes())
-        info["compatibility"][name] = report.to_dict()
-    if opts.backend == "onnx":
-        info["skipped"] = "not requested (--backend onnx)"
-        folder.set_record("tensorrt", info)
+        record.compatibility[name] = CompatibilityRecord.from_dict(report.to_dict(), f"tensorrt.compatibility.{name}")
+    if not opts.builds_engines:
+        record.skipped = f"not requested (--backend {opts.backend})"
+        folder.set_tensorrt(record)
         return
-    folder.set_record("tensorrt", info)
+    folder.set_tensorrt(record)
     try:
-        build_folder(folder, BuildOptions(graphs=list(graphs)), log=_log)
+        build_folder(folder, BuildOptions(graphs=list(graphs)), log=progress.log)
     except TensorRTUnavailable as exc:
-        if opts.backend == "trt":
+        if opts.target == Backend.TENSORRT.value:
             raise JascoError(f"TensorRT engines were requested but cannot be built here: {exc}") from exc
-        _log(f"TensorRT skipped: {exc}")
-        folder.set_record("tensorrt", {**info, "skipped": str(exc)})
+        progress.log(f"TensorRT skipped: {exc}")
+        folder.set_tensorrt(TensorRTRecord(record.compatibility, skipped=str(exc), device=folder.tensorrt.device))

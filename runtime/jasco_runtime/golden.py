@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .export_folder import GOLDEN_DIR, ExportFolder
+from .export_folder import GOLDEN_DIR, ExportFolder, GoldenRecord
 
 CASES = ("random", "realistic")
 
@@ -56,15 +56,15 @@ def _load_npz(path: Path) -> tp.Dict[str, np.ndarray]:
 
 
 def load_golden(folder: ExportFolder, golden_dir: tp.Optional[Path] = None,
-                record: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> GoldenSet:
+                record: tp.Optional[GoldenRecord] = None) -> GoldenSet:
     """The golden set recorded in ``folder``'s manifest (or ``record`` + ``golden_dir``, for a fresh one)."""
-    record = record if record is not None else folder.raw.get("golden")
+    record = record if record is not None else folder.golden
     if not record:
         raise InputError(f"{folder.folder} has no golden set (exported by an older jasco-export?); re-export it, or "
                          f"create one with `jasco-export verify {folder.folder} --model ID`")
     base = Path(golden_dir) if golden_dir is not None else folder.folder / GOLDEN_DIR
     out = GoldenSet()
-    for graph, rel in record.get("graphs", {}).items():
+    for graph, rel in record.graphs.items():
         arrays = _load_npz(base / rel)
         cases = {}
         for case in CASES:
@@ -73,10 +73,10 @@ def load_golden(folder: ExportFolder, golden_dir: tp.Optional[Path] = None,
             if ins:
                 cases[case] = GraphCase(ins, outs)
         out.graphs[graph] = cases
-    e2e = record.get("e2e")
+    e2e = record.e2e
     if e2e:
-        arrays = _load_npz(base / e2e["file"])
-        out.e2e = EndToEndCase(list(e2e["prompts"]), dict(e2e["settings"]), arrays["init_noise"],
+        arrays = _load_npz(base / e2e.file)
+        out.e2e = EndToEndCase(list(e2e.prompts), dict(e2e.settings), arrays["init_noise"],
                                arrays.get("drums"), arrays.get("melody"), arrays["latents"], arrays["audio"])
     return out
 

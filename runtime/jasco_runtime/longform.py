@@ -31,7 +31,7 @@ from .backends.base import Traffic
 from .conditioning import PreparedRequest
 from .generation import Cancel, GenerationCore, GenerationResult, Member
 from .timing import clock
-from .windows import (DEFAULT_OVERLAP, EXPORT_MAX_DURATION, MIN_HOP, Window, WindowPlan, fit_length,  # noqa: F401
+from .windows import (DEFAULT_OVERLAP, MIN_HOP, Window, WindowPlan, fit_length,  # noqa: F401
                       plan_for_folder, plan_windows, seconds, window_chords, window_descriptions_for, window_drums,
                       window_melody)  # the window math, re-exported for callers of the long-song API
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, JascoError, first_line
-from .export_folder import ArtifactKey, ExportFolder
+from .export_folder import ArtifactKey, Backend, ExportFolder, Precision
 from .golden import GoldenSet, load_golden
 from .metrics import max_abs, rel_l2
 
@@ -41,7 +41,6 @@ THRESHOLDS = {"fp32_max_abs": FP32_MAX_ABS, "fp16_rel_l2": FP16_REL_L2, "fp16_e2
               "e2e_fp32_rel_l2": E2E_FP32_REL_L2, "int8_rel_l2": INT8_REL_L2, "int8_e2e_rel_l2": INT8_E2E_REL_L2,
               "drums_code_agreement": CODE_AGREEMENT}
 Row = tp.Dict[str, tp.Any]
-RUNTIME_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
 
 
 @dataclass
@@ -103,13 +102,14 @@ def compare_drums(check: str, key: ArtifactKey, backend: str, ref: tp.Dict[str, 
     return row
 
 
-def backend_available(backend: str) -> tp.Optional[str]:
-    """None when artifacts of ``backend`` ('onnx' | 'tensorrt') can run here, else why not."""
+def backend_available(backend: tp.Union[str, Backend]) -> tp.Optional[str]:
+    """None when artifacts of ``backend`` (any :class:`Backend` spelling) can run here, else why not."""
     from .backends import available_backends
 
-    if RUNTIME_BACKEND[backend] in available_backends():
+    backend = Backend.parse(backend)
+    if backend.value in available_backends():
         return None
-    return ("onnxruntime is not installed here (pip install onnxruntime)" if backend == "onnx" else
+    return ("onnxruntime is not installed here (pip install onnxruntime)" if backend is Backend.ONNXRUNTIME else
             "TensorRT is not installed on this machine; run verify where the engines were built")
 
 
@@ -117,7 +117,7 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
                     providers: tp.Optional[tp.Sequence[str]], log: tp.Callable[[str], None]) -> tp.List[Row]:
     from .backends import open_engine
 
-    backend = RUNTIME_BACKEND[key.backend]
+    backend = key.runtime.value
     cases = golden.graphs.get(key.graph)
     if not cases:
         return [_row(key.graph, key, backend, key.precision, "FAIL", reason="no golden inputs for this graph")]
@@ -157,24 +157,25 @@ def verify_artifact(folder: ExportFolder, key: ArtifactKey, golden: GoldenSet,
     return rows
 
 
-def pipeline_variants(folder: ExportFolder) -> tp.List[tp.Tuple[str, str]]:
-    """(artifact backend, precision) of every complete pipeline the folder holds."""
+def pipeline_variants(folder: ExportFolder) -> tp.List[tp.Tuple[Backend, str]]:
+    """(backend, precision) of every complete pipeline the folder holds."""
     names = folder.runtime_graphs()
-    out = []
-    for precision in ("fp32", "fp16", "int8"):
-        if folder.has(ArtifactKey("flow_step", precision, "onnx")) and \
-                all(folder.has(folder.resolve(n, "onnx", precision)) for n in names):
-            out.append(("onnx", precision))
-    if any(a.key.backend == "tensorrt" for a in folder.artifacts()):
-        out.append(("tensorrt", "fp16"))
+    out: tp.List[tp.Tuple[Backend, str]] = []
+    for precision in Precision.choices():
+        if folder.has(ArtifactKey("flow_step", precision, Backend.ONNXRUNTIME)) and \
+                all(folder.has(folder.resolve(n, Backend.ONNXRUNTIME, precision)) for n in names):
+            out.append((Backend.ONNXRUNTIME, precision))
+    if any(a.key.runtime is Backend.TENSORRT for a in folder.artifacts()):
+        out.append((Backend.TENSORRT, Precision.FP16.value))
     return out
 
 
-def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden: GoldenSet,
+def verify_end_to_end(folder: ExportFolder, backend: tp.Union[str, Backend], precision: str, golden: GoldenSet,
                       providers: tp.Optional[tp.Sequence[str]], log: tp.Callable[[str], None]) -> tp.List[Row]:
     from .pipeline import JascoPipeline
 
-    rb = RUNTIME_BACKEND[backend]
+    backend = Backend.parse(backend)
+    rb = backend.value
     case = golden.e2e
     s = case.settings
     check = f"e2e/{s['solver']}{s['steps']}"
@@ -182,7 +183,7 @@ def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden
     try:
         # one graph at a time: right after an export this runs next to the golden set, on an edge board next to little
         pipe = JascoPipeline.from_dir(folder.folder, backend=rb, providers=providers,
-                                      precision=precision if backend == "onnx" else None, low_memory=True)
+                                      precision=precision if backend is Backend.ONNXRUNTIME else None, low_memory=True)
         try:
             res = pipe.generate(case.prompts, chords=[tuple(c) for c in s["chords"]] if s.get("chords") else None,
                                 drums=case.drums, drums_sample_rate=s.get("drums_sample_rate"), melody=case.melody,
@@ -204,37 +205,39 @@ def verify_end_to_end(folder: ExportFolder, backend: str, precision: str, golden
 
 def verify_folder(folder: ExportFolder, golden: tp.Optional[GoldenSet] = None, backends: tp.Optional[tp.Sequence[str]] = None,
                   providers: tp.Optional[tp.Sequence[str]] = None, end_to_end: bool = True,
-                  log: tp.Callable[[str], None] = print) -> tp.Dict[str, tp.Any]:
+                  log: tp.Callable[[str], None] = print, digests: bool = True) -> tp.Dict[str, tp.Any]:
     """Check every artifact of ``folder`` against ``golden`` (default: the folder's stored golden set).
 
-    ``backends``: artifact backends to run ('onnx', 'tensorrt'); default every one installed here.  Artifacts of
-    other backends get a SKIP row saying why.  Returns the report (``passed``, ``rows``, ``thresholds``).
+    First every artifact file against its recorded sha256 (a damaged copy is one :class:`InputError` line naming
+    the files, before anything runs).  ``backends``: the backends to run (any :class:`Backend` spelling); default
+    every one installed here.  Artifacts of other backends get a SKIP row saying why.  Returns the report
+    (``passed``, ``rows``, ``thresholds``).  ``digests=False``: the exporter, whose files were just hashed.
     """
+    if digests:
+        folder.check_digests(full=True)
     golden = golden if golden is not None else load_golden(folder)
-    requested = set(backends) if backends else None
+    requested = {Backend.parse(b) for b in backends} if backends else None
     for b in requested or ():
-        if b not in RUNTIME_BACKEND:
-            raise InputError(f"unknown backend {b!r}; use onnx or tensorrt")
         why = backend_available(b)
         if why:
-            raise InputError(f"--backend {RUNTIME_BACKEND[b]} was asked for but {why}")
-    unusable: tp.Dict[str, str] = {}
-    for b in RUNTIME_BACKEND:
+            raise InputError(f"--backend {b} was asked for but {why}")
+    unusable: tp.Dict[Backend, str] = {}
+    for b in Backend:
         why = "not selected (--backend)" if requested is not None and b not in requested else backend_available(b)
         if why:
             unusable[b] = why
     rows: tp.List[Row] = []
     t0 = time.perf_counter()
-    exported = folder.raw.get("export", {}).get("precisions", [])
+    exported = folder.exported_precisions
     for name, g in folder.graphs.items():
         for precision in exported:
             if precision not in g.precisions:
                 rows.append(_row(name, None, "-", precision, "SKIP",
                                  reason=f"declared: {name} is exported in {', '.join(g.precisions)} only (fp32 fallback)"))
     for art in folder.artifacts():
-        if art.key.backend in unusable:
-            rows.append(_row(art.key.graph, art.key, RUNTIME_BACKEND[art.key.backend], art.key.precision, "SKIP",
-                             reason=unusable[art.key.backend]))
+        if art.key.runtime in unusable:
+            rows.append(_row(art.key.graph, art.key, art.key.runtime.value, art.key.precision, "SKIP",
+                             reason=unusable[art.key.runtime]))
             continue
         rows.extend(verify_artifact(folder, art.key, golden, providers, log))
     if end_to_end:
@@ -243,7 +246,7 @@ def verify_folder(folder: ExportFolder, golden: tp.Optional[GoldenSet] = None, b
         else:
             for backend, precision in pipeline_variants(folder):
                 if backend in unusable:
-                    rows.append(_row("e2e", None, RUNTIME_BACKEND[backend], precision, "SKIP", reason=unusable[backend]))
+                    rows.append(_row("e2e", None, backend.value, precision, "SKIP", reason=unusable[backend]))
                 else:
                     rows.extend(verify_end_to_end(folder, backend, precision, golden, providers, log))
     covered = {r["artifact"] for r in rows if r["artifact"]}

@@ -20,7 +20,6 @@ from .errors import InputError
 
 DEFAULT_OVERLAP = 2.5  # seconds shared by consecutive windows
 MIN_HOP = 1.0  # seconds between consecutive window starts at least: bounds the windows (60-s song ≤ 51 windows)
-EXPORT_MAX_DURATION = 60.0  # seconds the exported decoder takes (jasco_export.graphs.spec.MAX_DURATION)
 
 
 # -- window plan -----------------------------------------------------------------------------------
@@ -149,11 +148,10 @@ def window_descriptions_for(plan: WindowPlan, descriptions: tp.Sequence[tp.Optio
 
 
 def plan_for_folder(folder: tp.Any, duration: float, overlap: tp.Optional[float] = None) -> WindowPlan:
-    """The window plan of ``duration`` seconds for an export folder; the maximum duration is what its decoder
-    graph takes (a decoder exported for one window only serves one window)."""
-    decoder_frames = folder.graphs["encodec_decoder"].max_size("frames")
-    if decoder_frames is None and seconds("duration", duration) > folder.duration + 1e-9:
+    """The window plan of ``duration`` seconds for an export folder; the maximum duration is the manifest's
+    (``ExportFolder.max_duration``: a decoder exported for one window only serves one window)."""
+    if folder.max_duration <= folder.duration and seconds("duration", duration) > folder.duration + 1e-9:
         raise InputError(f"the decoder of {folder.folder} was exported for {folder.duration:g}-s clips only; re-export "
-                         f"with this version of jasco-export for songs up to {EXPORT_MAX_DURATION:g} s")
+                         "with this version of jasco-export for longer songs")
     return plan_windows(duration, overlap, folder.n_frames, folder.frame_rate, folder.segment_samples // folder.n_frames,
-                        folder.sample_rate, max_duration=(decoder_frames or folder.n_frames) / folder.frame_rate)
+                        folder.sample_rate, max_duration=folder.max_duration)

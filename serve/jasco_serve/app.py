@@ -272,11 +272,11 @@ class JascoIngress:
 
     def _describe(self, name: str) -> tp.Dict[str, tp.Any]:
         f = self.folders[name]
-        return {"model": f.model_id, "variant": f.raw["model"].get("variant"), "conditioners": sorted(f.conditioners),
+        return {"model": f.model_id, "variant": f.model.variant, "conditioners": sorted(f.conditioners),
                 "sample_rate": f.sample_rate, "duration": f.duration, "frame_rate": f.frame_rate,
-                "max_duration": (f.graphs["encodec_decoder"].max_size("frames") or f.n_frames) / f.frame_rate,
+                "max_duration": f.max_duration,
                 "defaults": {k: v for k, v in f.defaults.items() if k != "note"},
-                "profiles": {g_name: g.profile for g_name, g in f.graphs.items()}}
+                "profiles": {g_name: {axis: r.to_dict() for axis, r in g.profile.items()} for g_name, g in f.graphs.items()}}
 
     @api.get("/metrics")
     async def metrics_route(self, request: Request) -> Response:

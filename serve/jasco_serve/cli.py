@@ -26,6 +26,7 @@ from pathlib import Path
 
 from jasco_runtime.errors import JascoError
 from jasco_runtime.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from jasco_runtime.export_folder import Backend, Precision
 
 from . import loopback, preflight
 from .config import AUTO, PROVIDERS, ServeConfig
@@ -63,10 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=d.request_timeout, help="seconds until 504")
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="request body limit (413 above)")
     p.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray instance")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto"))
     p.add_argument("--provider", choices=list(PROVIDERS), help="ONNX Runtime execution provider")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                   help="ONNX graph precision (default fp16 with an explicit --provider cuda if exported, else fp32; int8: CPU flow step, if exported)")
+    p.add_argument("--precision", choices=Precision.choices(),
+                   help="ONNX graph precision (default fp16 where the engines run on a GPU and the export has it, "
+                        "else fp32; int8: CPU flow step, if exported)")
     p.add_argument("--name", default=d.app_name, help="Ray Serve application name")
     p.add_argument("--route-prefix", default=d.route_prefix, help="URL prefix of the service")
     p.add_argument("--api-key-file", type=Path,

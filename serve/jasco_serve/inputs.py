@@ -56,8 +56,7 @@ class InputChecker:
     def __init__(self, folder: ExportFolder):
         self.folder = folder
         self.conditioner = ConditionProvider(folder, uploads=True)
-        frames = folder.graphs["encodec_decoder"].max_size("frames") or folder.n_frames
-        self.max_duration = frames / folder.frame_rate
+        self.max_duration = folder.max_duration
 
     # -- bodies -------------------------------------------------------------------------------------
     def from_json(self, body: bytes) -> ParsedRequest:

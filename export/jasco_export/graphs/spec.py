@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from jasco_runtime.export_folder import AxisRecord, GraphRecord, TensorRecord
+
 from ..reference.flow_model import FlowModel
 
 if tp.TYPE_CHECKING:  # pragma: no cover
@@ -107,12 +109,12 @@ class GraphSpec:
         return {s.name: tuple(self.shape(s, {k: getattr(r, end) for k, r in self.axes.items()})  # type: ignore[misc]
                               for end in ("min", "opt", "max")) for s in self.inputs}
 
-    def to_manifest(self) -> tp.Dict[str, tp.Any]:
-        return {"role": self.role, "precisions": list(self.precisions),
-                "inputs": [vars(s) | {"shape": list(s.shape)} for s in self.inputs],
-                "outputs": [vars(s) | {"shape": list(s.shape)} for s in self.outputs],
-                "profile": {k: vars(v) for k, v in self.axes.items()},
-                "description": self.description, "artifacts": {}}
+    def to_manifest(self) -> GraphRecord:
+        """This graph's manifest record (no artifacts yet: each is added as it is written)."""
+        return GraphRecord(self.name, self.role, tuple(self.precisions),
+                           [TensorRecord(s.name, s.dtype, tuple(s.shape)) for s in self.inputs],
+                           [TensorRecord(s.name, s.dtype, tuple(s.shape)) for s in self.outputs],
+                           {k: AxisRecord(v.min, v.opt, v.max) for k, v in self.axes.items()}, self.description)
 
 
 # -- wrappers with explicit tensor I/O ---------------------------------------------------------------
@@ -178,7 +180,8 @@ TEMPORAL_NAMES = {"chords": "chords", "self_wav": "drums", "melody": "melody"}
 
 
 MAX_DURATION = 60.0
-"""Longest song (seconds) the decoder's ``frames`` axis is exported for (windowed long-form generation)."""
+"""Longest song (seconds) the decoder's ``frames`` axis is exported for by default (windowed long-form
+generation); the export records it as ``audio.max_duration`` and the runtime reads it from there only."""
 
 
 def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 128,

@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: tp.Sequence[str]) -> int:
-    from ..exporter import _log
+    from ..progress import log as _log
     from ..graphs.spec import declare_graphs
     from ..reference.jasco import JASCO
     from .gate import reverify
@@ -39,9 +39,11 @@ def main(argv: tp.Sequence[str]) -> int:
     mapping = folder.file("chords_mapping") if folder.has_chords else None
     _log(f"loading {model} for fresh references")
     jasco = JASCO.get_pretrained(model, device="cpu", chords_mapping_path=str(mapping) if mapping else None,
-                                 t5=a.t5 or folder.raw["model"].get("t5"), revision=a.revision or folder.raw["model"].get("revision"))
-    opts = folder.raw.get("export", {})
-    graphs = declare_graphs(jasco, max_batch=int(opts.get("max_batch", 6)), max_text_tokens=int(opts.get("max_text_tokens", 128)))
+                                 t5=a.t5 or folder.model.t5, revision=a.revision or folder.model.revision)
+    exported = folder.export
+    graphs = declare_graphs(jasco, max_batch=exported.max_batch if exported else 6,
+                            max_text_tokens=exported.max_text_tokens if exported else 128,
+                            max_duration=folder.max_duration)
     unknown = set(folder.graphs) - set(graphs)
     if unknown:
         raise InputError(f"{folder.folder} has graphs {sorted(unknown)} that {model} does not declare; is it the right --model?")

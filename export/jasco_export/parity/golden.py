@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from jasco_runtime.golden import CASES, EndToEndCase, GraphCase, save_e2e_case, save_graph_case
+from jasco_runtime.export_folder import GoldenRecord
 
 from ..graphs.spec import TEMPORAL_NAMES, GraphSpec
 from ..reference.guidance import cfg_terms
@@ -83,7 +84,7 @@ def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[s
 
 
 def write_golden_set(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec], golden_dir: Path, end_to_end: bool = True,
-                     log: tp.Callable[[str], None] = print) -> tp.Dict[str, tp.Any]:
+                     log: tp.Callable[[str], None] = print) -> GoldenRecord:
     """Run the PyTorch reference on the golden inputs, save them under ``golden_dir``; returns the manifest record."""
     golden_dir.mkdir(parents=True, exist_ok=True)
     record: tp.Dict[str, tp.Any] = {"graphs": {}, "cases": list(CASES)}
@@ -102,7 +103,7 @@ def write_golden_set(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec], golden_d
     if end_to_end:
         record["e2e"] = _end_to_end(jasco, golden_dir, log)
     record["bytes"] = sum(p.stat().st_size for p in golden_dir.glob("*.npz"))
-    return record
+    return GoldenRecord.from_dict(record)
 
 
 def _end_to_end(jasco: tp.Any, golden_dir: Path, log: tp.Callable[[str], None]) -> tp.Dict[str, tp.Any]:

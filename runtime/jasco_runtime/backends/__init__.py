@@ -7,12 +7,13 @@ import typing as tp
 
 from .. import signals
 from ..errors import InputError, first_line
+from ..export_folder import Backend
 from .base import Engine, run_chunked
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..export_folder import ArtifactKey, ExportFolder
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = tuple(Backend.choices("auto"))
 
 
 def _importable(module: str) -> bool:
@@ -26,7 +27,7 @@ def _importable(module: str) -> bool:
 
 def available_backends() -> tp.List[str]:
     """Backends whose library can be imported here (without importing it)."""
-    return [name for name, module in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")) if _importable(module)]
+    return [b.value for b in Backend if _importable(b.value)]  # each backend's name is its Python module's
 
 
 def tensorrt_unavailable_reason() -> tp.Optional[str]:
@@ -48,7 +49,7 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
     """Open artifact ``key`` of an export folder on its backend.  The runtime, the parity gate,
     ``verify`` and the benchmarks all open artifacts here (so the "built on this GPU" check always runs)."""
     path = folder.path(key)
-    if key.backend == "tensorrt":
+    if key.runtime is Backend.TENSORRT:
         from .tensorrt_backend import TensorRTEngine
 
         engine: Engine = TensorRTEngine(path, key.graph, folder.built_on)
@@ -80,8 +81,7 @@ def check_io(folder: "ExportFolder", key: "ArtifactKey", engine: Engine, path: t
     """The opened graph must have the inputs and outputs the manifest declares for ``key.graph``: a file
     swapped for another graph (or another model's) fails here, not in the middle of a generation."""
     declared = folder.graphs[key.graph]
-    want_in = [i["name"] for i in declared.inputs]
-    want_out = [o["name"] for o in declared.outputs]
+    want_in, want_out = declared.input_names, declared.output_names
     if set(engine.input_names) != set(want_in) or not set(want_out) <= set(engine.output_names):
         raise InputError(f"{path} is not the {key.graph} graph the manifest declares (inputs {sorted(engine.input_names)}, "
                          f"outputs {sorted(engine.output_names)}; expected inputs {sorted(want_in)}, outputs "

@@ -20,7 +20,9 @@ import numpy as np
 from ..errors import InputError, JascoError, first_line
 from ..export_folder import ExportFolder
 from ..files import atomic_write_all
+from ..export_folder import Backend, Precision
 from ..request import GenerationRequest
+from ..solvers import SOLVERS
 from ..signals import signals_held
 from . import logs
 from .command import Command, late_signal_note
@@ -41,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--melody", type=Path, help="melody salience .npy, [53, T] or [T, 53] at 50 Hz (T ≥ 1, T ≠ 53)")
     p.add_argument("--cfg-all", type=float, help="CFG weight of the all-conditions term (default: manifest)")
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
-    p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"])
+    p.add_argument("--solver", choices=list(SOLVERS))
     p.add_argument("--steps", type=int, help="fixed-step solvers: number of steps (default: manifest)")
     p.add_argument("--duration", type=float, help="song length in seconds, at least one latent frame (default: one "
                                                   "10-s window; longer songs are generated window by window, see "
@@ -53,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, help="seed of the initial noise (default: drawn, and reported)")
     seed.add_argument("--init-noise", type=Path, help=".npy [B, T, 128] initial noise for exact replay")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto"))
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=Precision.choices(),
                    help="ONNX graph precision (default fp32 on CPU, fp16 on CUDA; int8: CPU flow step, if exported)")
     p.add_argument("--low-memory", action="store_true",
                    help="hold one graph at a time (peak = the largest graph, for 8-16 GB boards); each graph is "

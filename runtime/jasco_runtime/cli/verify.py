@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing as tp
 from pathlib import Path
 
 from ..errors import InputError
-from ..export_folder import ExportFolder
+from ..export_folder import Backend, ExportFolder
 from ..files import atomic_write_text
 from ..signals import signals_held
 from .command import Command, late_signal_note
 from .paths import input_folder, output_file
 
-BACKENDS = {"auto": None, "onnxruntime": ["onnx"], "tensorrt": ["tensorrt"], "all": ["onnx", "tensorrt"]}
+def selected_backends(choice: str) -> tp.Optional[tp.List[Backend]]:
+    """``--backend`` → the backends verify runs (None: every one installed here)."""
+    return None if choice == "auto" else list(Backend) if choice == "all" else [Backend.parse(choice)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("engines", type=Path, metavar="ENGINES_DIR", help="export folder (holds manifest.json and golden/)")
-    p.add_argument("--backend", default="auto", choices=sorted(BACKENDS),
+    p.add_argument("--backend", default="auto", choices=Backend.choices("auto") + ["all"],
                    help="auto: every backend installed here (others are listed as SKIP); tensorrt/onnxruntime: only "
                         "that one (an error if it is not installed); all: both, required")
     p.add_argument("--provider", choices=["cpu", "cuda"], help="ONNX Runtime execution provider (default cpu)")
@@ -32,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_provider(a: argparse.Namespace) -> None:
     """An ONNX Runtime provider that is not in this build is bad input, named once, before any artifact (V14)."""
-    if a.provider in (None, "cpu") or BACKENDS[a.backend] == ["tensorrt"]:
+    if a.provider in (None, "cpu") or selected_backends(a.backend) == [Backend.TENSORRT]:
         return
     from ..backends.onnxruntime_backend import resolve_providers
 
@@ -52,7 +55,7 @@ def verify(a: argparse.Namespace) -> int:
         raise InputError(f"--out {out} is a folder; give a report file such as {out / 'verify.json'}")
     output_file(out, "--out", out.suffix.lower())  # an existing folder, a missing parent, a name too long
     _check_provider(a)
-    report = verify_folder(folder, backends=BACKENDS[a.backend], providers=[a.provider] if a.provider else ["cpu"],
+    report = verify_folder(folder, backends=selected_backends(a.backend), providers=[a.provider] if a.provider else ["cpu"],
                            end_to_end=not a.no_e2e, log=(lambda m: None) if a.json else
                            (lambda m: print(f"[jasco-run verify] {m}", flush=True)))
     report["source"] = "jasco-run verify (stored golden set)"

@@ -11,6 +11,7 @@ time and freed in between (8–16 GB boards).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, JascoError, first_line
-from ..export_folder import ArtifactKey, ExportFolder
+from ..export_folder import ArtifactKey, Backend, ExportFolder, Precision
 from ..files import atomic_write
 from .device import current_device
 from .profiles import Profile, profile_shapes
@@ -143,11 +144,11 @@ def build_folder(folder: ExportFolder, opts: tp.Optional[BuildOptions] = None, l
         raise InputError(f"{folder.folder} has no graph {', '.join(unknown)}; choose from {', '.join(graphs)}")
     built_on = {"trt_version": str(trt.__version__), **device.record(),
                 "polygraphy": tensorrt_versions().get("polygraphy", "unknown")}
-    record = dict(folder.raw.get("tensorrt") or {})
-    previous = record.get("device") or {}
+    record = dataclasses.replace(folder.tensorrt)
+    previous = record.device or {}
     if previous and any(previous.get(k) != built_on[k] for k in ("trt_version", "compute_capability")):
         for a in folder.artifacts():  # engines of another GPU/TensorRT cannot run beside the new ones
-            if a.key.backend == "tensorrt" and a.key.graph not in names:
+            if a.key.runtime is Backend.TENSORRT and a.key.graph not in names:
                 log(f"dropping {a.file}: built with TensorRT {previous.get('trt_version')} on sm "
                     f"{previous.get('compute_capability')}, not rebuilt now (add it to --graphs)")
                 folder.remove_artifact(a.key, save=False)
@@ -156,15 +157,14 @@ def build_folder(folder: ExportFolder, opts: tp.Optional[BuildOptions] = None, l
     cache = folder.folder / TIMING_CACHE
     keys = []
     for name in names:
-        key = folder.resolve(name, "tensorrt", "fp16")
-        source = ArtifactKey(name, key.precision, "onnx")
+        key = folder.resolve(name, Backend.TENSORRT, Precision.FP16)
+        source = ArtifactKey(name, key.precision, Backend.ONNXRUNTIME)
         profile = profile_shapes(graphs[name], opts.max_batch)
         log(f"building {key} from {folder.artifact(source).file}")
         info = build_engine(folder.path(source), folder.folder / key.default_file, profile, cache, opts, log)
         folder.add_artifact(key, save=False, **info)
-        record.pop("skipped", None)
-        record["device"] = built_on
-        folder.set_record("tensorrt", record)  # saves the manifest: each finished engine is registered
+        record.skipped, record.device = None, built_on
+        folder.set_tensorrt(record)  # saves the manifest: each finished engine is registered (with its digests)
         log(f"{key.default_file}: {info['seconds']:.1f} s")
         keys.append(key)
     return keys

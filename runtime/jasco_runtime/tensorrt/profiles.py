@@ -20,7 +20,7 @@ Profile = tp.Dict[str, tp.Tuple[Shape, Shape, Shape]]
 
 def axis_ranges(entry: "GraphEntry", max_batch: tp.Optional[int] = None) -> tp.Dict[str, tp.Dict[str, int]]:
     """``{axis: {min, opt, max}}`` of a graph, with the batch axis capped at ``max_batch``."""
-    axes = {name: {k: int(v[k]) for k in ("min", "opt", "max")} for name, v in entry.profile.items()}
+    axes = {name: v.to_dict() for name, v in entry.profile.items()}
     if max_batch is not None and "batch" in axes:
         if max_batch < axes["batch"]["min"]:
             raise InputError(f"--max-batch {max_batch} is below {entry.name}'s minimum batch {axes['batch']['min']}")
@@ -37,16 +37,16 @@ def profile_shapes(entry: "GraphEntry", max_batch: tp.Optional[int] = None) -> P
         shapes = []
         for end in ("min", "opt", "max"):
             dims = []
-            for d in spec["shape"]:
+            for d in spec.shape:
                 if isinstance(d, str):
                     if d not in axes:
-                        raise InputError(f"{entry.name}: input {spec['name']} has axis {d!r} without a profile in the "
+                        raise InputError(f"{entry.name}: input {spec.name} has axis {d!r} without a profile in the "
                                          "manifest; re-run jasco-export")
                     dims.append(axes[d][end])
                 else:
                     dims.append(int(d))
             shapes.append(tuple(dims))
-        out[spec["name"]] = (shapes[0], shapes[1], shapes[2])
+        out[spec.name] = (shapes[0], shapes[1], shapes[2])
     return out
 
 
