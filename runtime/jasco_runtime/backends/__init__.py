@@ -52,11 +52,12 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
 
         engine: Engine = TensorRTEngine(path, key.graph, folder.built_on)
     else:
-        from .onnxruntime_backend import OnnxRuntimeEngine, tensorrt_ep_options
+        from .onnxruntime_backend import OnnxRuntimeEngine, cuda_ep_options, tensorrt_ep_options
 
         try:
             engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads,
-                                       tensorrt_options=lambda: tensorrt_ep_options(folder, key))
+                                       tensorrt_options=lambda: tensorrt_ep_options(folder, key),
+                                       cuda_options=cuda_ep_options(key))
         except InputError:
             raise
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...
