@@ -29,14 +29,14 @@ def available_backends() -> tp.List[str]:
 
 
 def tensorrt_unavailable_reason() -> tp.Optional[str]:
-    """None when the TensorRT backend can run here (tensorrt 10.x and polygraphy>=0.53 import, a CUDA device
-    answers), else why not — ``auto`` uses TensorRT only then."""
-    from ..tensorrt.device import gpu_unavailable_reason
-    from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
+    """None when the TensorRT backend can run here (tensorrt 10.x/11.x and cuda-python import, a CUDA device
+    answers), else why not — ``auto`` uses TensorRT only then.  (polygraphy is needed to build engines only.)"""
+    from ..tensorrt.device import cudart, gpu_unavailable_reason
+    from ..tensorrt.versions import TensorRTUnavailable, require_tensorrt
 
     try:
         require_tensorrt()
-        require_polygraphy()
+        cudart()
     except TensorRTUnavailable as exc:
         return str(exc)
     return gpu_unavailable_reason()
