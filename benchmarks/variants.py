@@ -297,7 +297,8 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
         comp = next(c for c, g in GRAPH_OF.items() if g == graph)
         v.artifacts[comp] = {"file": folder.artifact(key).file, "artifact": str(key)}
     v._keep.append(engines)
-    limit = {g: folder.graphs[g].max_size("batch") for g in engines}
+    # chunk to the engine's own profile first (engines built with --max-batch), as the pipeline and verify do
+    limit = {g: getattr(e, "max_batch", None) or folder.graphs[g].max_size("batch") for g, e in engines.items()}
 
     for key, inputs in workload.component_inputs(components):
         graph = GRAPH_OF[key.split("/")[0]]

@@ -16,13 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def dry_gpu(monkeypatch, trt_standin):
+def dry_gpu(monkeypatch):
+    """GPU machine of the dry run: ORT CUDA aliased to the CPU, TensorRT 11.4 (what pip installs today) on the
+    strict stand-in, PyTorch on the CPU (the 10.13 stand-in runs the builder/backend tests)."""
+    from conftest import install_trt_standin
     from standins.ort_cuda import AliasedCuda
 
+    trt_standin = install_trt_standin(monkeypatch, 11)
     monkeypatch.setattr(gc, "TORCH_DEVICE", "cpu")
     monkeypatch.setattr(gc, "gpu_unavailable", lambda: None)
     monkeypatch.setattr(gc, "MEMORY_GENERATIONS", 4)  # CPU time: the loop, not its length, is what is checked
-    return AliasedCuda().install(monkeypatch), trt_standin
+    yield AliasedCuda().install(monkeypatch), trt_standin
+    trt_standin.uninstall()
 
 
 def _report(out: Path) -> dict:
@@ -123,3 +128,19 @@ def test_runs_from_a_plain_checkout_without_omegaconf(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ok FlowStep [(3, 500, 128), (3,)]" in res.stdout
+
+
+def test_xp_cfg_without_omegaconf_matches_omegaconf(monkeypatch):
+    """The plain-YAML fallback (GPU machines without omegaconf) gives omegaconf's config, interpolations
+    resolved, on both tiny variants; a resolver in a key that is read names the fix."""
+    pytest.importorskip("omegaconf")
+    from jasco_export.errors import CheckpointError
+    from jasco_export.reference.config import parse_xp_cfg
+    from jasco_export.tiny.presets import tiny_xp_cfg
+
+    with_omegaconf = [parse_xp_cfg(tiny_xp_cfg(m)) for m in (False, True)]
+    monkeypatch.setitem(sys.modules, "omegaconf", None)
+    assert [parse_xp_cfg(tiny_xp_cfg(m)) for m in (False, True)] == with_omegaconf
+    assert with_omegaconf[1].transformer.melody_dim == 16 and with_omegaconf[0].conditioners["self_wav"].args["sample_rate"] == 32000
+    with pytest.raises(CheckpointError, match="needs omegaconf to resolve; pip install omegaconf"):
+        parse_xp_cfg(tiny_xp_cfg(False).replace("sample_rate: 32000", "sample_rate: ${oc.env:SR}"))

@@ -102,3 +102,18 @@ def test_tensorrt_ep_without_its_cuda_fallback_is_an_error(tiny_engines, session
     folder = ExportFolder.open(tiny_engines.out)
     with pytest.raises(InputError, match="could not start CUDAExecutionProvider for flow_step"):
         open_engine(folder, ArtifactKey("flow_step", "fp16", "onnx"), providers=["tensorrt"])
+
+
+def test_verify_runs_the_tensorrt_ep_artifacts_against_the_fp32_reference(tiny_engines, monkeypatch, capsys):
+    """Review #11: ``jasco-run verify --provider tensorrt`` opens every ONNX artifact on ONNX Runtime's TensorRT EP
+    (TRT-10-only, weakly typed; aliased to the CPU here) and gates it against the fp32 golden reference."""
+    from standins.ort_cuda import AliasedCuda
+
+    from jasco_runtime.verify_cli import main as verify_main
+
+    alias = AliasedCuda(tensorrt=True).install(monkeypatch)
+    verify_main([str(tiny_engines.out), "--backend", "onnxruntime", "--provider", "tensorrt", "--no-e2e",
+                 "--out", str(tiny_engines.out.parent / "verify-trt-ep.json")])
+    trt = alias.options("TensorrtExecutionProvider")
+    assert trt and {o["trt_fp16_enable"] for o in trt} == {"True", "False"}  # fp16 artifacts and fp32 ones
+    assert "PASSED" in capsys.readouterr().out

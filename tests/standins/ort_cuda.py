@@ -11,19 +11,20 @@ from __future__ import annotations
 import typing as tp
 from dataclasses import dataclass, field
 
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
 @dataclass
 class AliasedCuda:
     sessions: tp.List[tp.List[tp.Any]] = field(default_factory=list)  # providers (with options) per session
+    tensorrt: bool = False  # alias ONNX Runtime's TensorRT EP to the CPU too
 
     def install(self, monkeypatch) -> "AliasedCuda":
         import onnxruntime as ort
 
         real_session, real_binding = ort.InferenceSession, ort.IOBinding
         real_from_numpy = ort.OrtValue.ortvalue_from_numpy
-        record = self.sessions
+        record, with_tensorrt = self.sessions, self.tensorrt
 
         def device(name: str) -> str:
             if name not in ("cpu", "cuda"):
@@ -40,19 +41,19 @@ class AliasedCuda:
                 providers = list(providers or [])
                 record.append(providers)
                 names = [p[0] if isinstance(p, tuple) else p for p in providers]
-                unknown = [n for n in names if n not in (CPU, CUDA)]
+                unknown = [n for n in names if n not in (CPU, CUDA, TRT) or (n == TRT and not with_tensorrt)]
                 if unknown:
                     raise ValueError(f"stand-in: provider {unknown} is not available")
-                self._aliased = CUDA in names
+                self._aliased = [n for n in (TRT, CUDA) if n in names]
                 super().__init__(path, sess_options=sess_options, providers=[CPU], **kw)
 
             def get_providers(self):
-                return [CUDA, CPU] if self._aliased else super().get_providers()
+                return self._aliased + [CPU] if self._aliased else super().get_providers()
 
             def io_binding(self):
                 return Binding(self)
 
-        monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+        monkeypatch.setattr(ort, "get_available_providers", lambda: ([TRT] if with_tensorrt else []) + [CUDA, CPU])
         monkeypatch.setattr(ort, "InferenceSession", Session)
         monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy",
                             staticmethod(lambda array, device_type="cpu", device_id=0, *a:
