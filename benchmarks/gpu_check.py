@@ -102,10 +102,10 @@ class Report:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def phase(self, name: str, why_not: tp.Optional[str] = None) -> bool:
+    def phase(self, name: str, why_not: tp.Optional[str] = None, need: tp.Optional[float] = None) -> bool:
         """Whether phase ``name`` runs: a SKIP row with the reason when its library is missing or the
-        budget cannot fit it."""
-        need = PHASE_SECONDS.get(name, 0)
+        budget cannot fit it (``need``: seconds it takes at least, default :data:`PHASE_SECONDS`)."""
+        need = PHASE_SECONDS.get(name, 0) if need is None else need
         left = self.budget_s - self.elapsed
         if why_not is None and left < need:
             why_not = f"time budget: {left:.0f} s left of --budget-s {self.budget_s:.0f}, this phase needs ~{need} s"
@@ -774,7 +774,8 @@ def _run(report: Report, a: argparse.Namespace, work: Path, preset: str) -> int:
     trt_ok = report.phase("tensorrt", trt_why)
     if trt_ok:
         _phase(report, lambda: tensorrt_checks(report, Path(tiny), work, ort_ok, a.runs))
-    if preset != "none" and (ort_ok or trt_ok) and report.phase("flow export", _importable("torch")):
+    need = PHASE_SECONDS["flow export"] if preset in ("400m", "1b") else 30
+    if preset != "none" and (ort_ok or trt_ok) and report.phase("flow export", _importable("torch"), need):
         _phase(report, lambda: flow_export(report, work, preset, ort_ok, trt_ok, a.runs))
     skipped = [c["check"] for c in report.checks if c["status"] == "SKIP"]
     if report.failures:

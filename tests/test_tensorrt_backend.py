@@ -229,11 +229,19 @@ def test_plan_of_another_gpu_or_garbage_does_not_deserialize(trt_folder, trt_sta
 
 
 def test_unreadable_gpu_says_the_device_check_is_skipped(trt_folder, trt_standin, monkeypatch, caplog):
-    """Defect 6: when the compute capability cannot be read the manifest check is skipped — with a warning."""
-    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    """Defect 6: when the compute capability cannot be read the manifest check is skipped — with a warning.
+    (Without cuda-python the backend does not run at all: it owns the device memory.)"""
+    from standins.tensorrt import cudaError_t
+
+    monkeypatch.setattr(sys.modules["cuda.bindings.runtime"], "cudaGetDeviceProperties",
+                        lambda device: (cudaError_t.cudaErrorInvalidValue, None))
     engine = _engine(trt_folder, "text_encoder")
-    assert "check is skipped" in caplog.text and "cuda-python is not installed" in caplog.text
+    assert "check is skipped" in caplog.text and "cudaGetDeviceProperties failed" in caplog.text
     engine.close()
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    with pytest.raises(InputError, match="TensorRT backend is not usable here: cuda-python is not installed"):
+        _engine(trt_folder, "text_encoder")
 
 
 def test_tensorrt_12_is_refused_and_polygraphy_is_not_needed_at_run_time(trt_folder, trt_standin, monkeypatch):
@@ -268,7 +276,7 @@ def test_device_traffic_is_counted_and_conditions_stay_on_the_device(trt_folder,
     assert trt_standin.gpu.traffic["h2d_bytes"] - seen["h2d_bytes"] == t.h2d_bytes
     assert trt_standin.gpu.traffic["d2h_bytes"] - seen["d2h_bytes"] == t.d2h_bytes
     engine.close()
-    assert device.traffic().frees == 4 + 6 + 1  # the bound conditions, the 6 I/O buffers (5 in, 1 out)
+    assert device.traffic().frees == 3 + 6  # the 3 bound conditions, the 6 I/O buffers (5 in, 1 out)
     assert trt_standin.snapshot()["allocations"] == 0
 
 

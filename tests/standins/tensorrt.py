@@ -1,14 +1,18 @@
-"""A strict stand-in for TensorRT 10, the CUDA runtime and cuda-python, under the real polygraphy.
+"""A strict stand-in for TensorRT 10.13 / 11.4 and cuda-python's CUDA runtime, under the real polygraphy.
 
 Why: no GPU or TensorRT exists where the tests run, and a stand-in that accepts whatever it is given
 cannot catch the bugs that matter (leaked device memory, unchecked ``set_input_shape``, bytes read with the
-wrong dtype).  This one follows the documented TensorRT 10 semantics (``NvInferRuntime.h``, ``NvInfer.h`` and
-the Python bindings of NVIDIA/TensorRT 10.16) and fails where TensorRT would:
+wrong dtype).  This one follows the documented TensorRT semantics (``NvInferRuntime.h``, ``NvInfer.h`` and
+the Python bindings) and fails where TensorRT would.  It models only names the real bindings have:
+tests/test_tensorrt_bindings.py checks every class, member and enum value against the real 10.13.3.9 and
+11.4.0.106 modules (``TensorRTStandin(api=10|11)``: the version-dependent enums of each, 11 without the
+removed weak-typing members), and its CUDA calls against the real cuda-bindings 12 and 13.
 
-* **device memory** lives in a fake allocator behind polygraphy's real ``cuda.DeviceArray`` / ``Stream`` (its
-  ``Cuda`` wrapper gets a fake ``libcudart`` handle): 256-byte aligned allocations, accounting of live
-  allocations and streams, an illegal-address error (sticky, like CUDA) when a kernel or copy touches bytes
-  outside a live allocation, ``cudaFree`` of an unknown pointer fails, async copies run on their stream;
+* **device memory** lives in a fake allocator behind a fake ``cuda.bindings.runtime`` (the module the project
+  imports through ``jasco_runtime.tensorrt.device.cudart()``: no polygraphy internals are patched):
+  256-byte aligned allocations, accounting of live allocations, streams and bytes copied per direction
+  (``gpu.traffic``), an illegal-address error (sticky, like CUDA) when a kernel or copy touches bytes outside
+  a live allocation, ``cudaFree`` of an unknown pointer fails, async copies run on their stream;
 * **engines** keep profile bounds: ``get_tensor_shape`` gives -1 for dynamic dims until ``set_input_shape``,
   which returns False (and logs) outside the profile or on a static-dim mismatch; ``set_tensor_address``
   returns False for unknown names or unaligned pointers; ``execute_async_v3`` returns False when a shape or
@@ -16,12 +20,16 @@ the Python bindings of NVIDIA/TensorRT 10.16) and fails where TensorRT would:
   dtype and shape, runs the graph (ONNX Runtime on the ONNX the plan was built from) and writes the raw
   output bytes back — a wrong dtype, stale shape or wrong address gives wrong numbers or an error;
 * **builds**: ``build_serialized_network`` returns an ``IHostMemory`` (buffer protocol only, not ``bytes``) or
-  None; strongly typed networks refuse precision flags; dynamic inputs need a valid profile; TF32 is on
-  until cleared; timing caches carry a TensorRT-version/device header, ``set_timing_cache`` returns False
-  on a mismatch and builds record their cache hits;
+  None; strongly typed networks refuse precision flags (10.x; 11 has none); dynamic inputs need a valid
+  profile; TF32 is on until cleared; timing caches carry a TensorRT-version/device header, ``set_timing_cache``
+  returns False on a mismatch and builds record their cache hits;
 * **plans** carry the TensorRT version and compute capability; ``deserialize_cuda_engine`` returns None
   for another version, another GPU or garbage; TensorRT keeps the first logger it is given;
 * **cuda-python** reports the configured device, or ``cudaErrorNoDevice`` / ``cudaErrorInsufficientDriver``.
+
+Not modelled (review #23/#24): the parser accepts every ONNX op (the real one rejects some:
+export/jasco_export/tensorrt/check.py tables them), no workspace limits or tactic failures, pageable host→device
+copies synchronise their stream first (real CUDA stages them without a device sync).
 
 Use it through the ``trt_standin`` fixture (tests/conftest.py), which installs it for one test.
 """
