@@ -81,12 +81,19 @@ def download(spec: str, dest: Path, python_version: str, platform: str) -> tp.Tu
 
 
 def project_wheel(dest: Path) -> Path:
-    """The project's own wheel (no build isolation: works offline with the setuptools installed here)."""
-    before = set(dest.glob("jasco_trt-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest),
-                    str(ROOT)], check=True, capture_output=True, text=True, timeout=900)
-    new = sorted(set(dest.glob("jasco_trt-*.whl")) - before) or sorted(dest.glob("jasco_trt-*.whl"))
-    return new[-1]
+    """The project's own wheel, built from a copy of the sources (no build isolation: works offline with the
+    setuptools installed here; the checkout gets no build/ or egg-info, and no stale build/lib is packaged)."""
+    with tempfile.TemporaryDirectory(prefix="jasco-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, src / name)
+        for folder in ("runtime", "export", "serve"):
+            shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(dest), str(src)], check=True, capture_output=True, text=True, timeout=900)
+    return sorted(dest.glob("jasco_trt-*.whl"))[-1]
 
 
 def split(stream: Path, out: Path, part_bytes: int) -> tp.List[Path]:
@@ -180,7 +187,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     size = sum(part["bytes"] for part in record["parts"]) / 2**20
     print(f"gpu_bundle: {len(record['parts'])} part(s), {size:.1f} MiB, {len(record['wheels'])} wheel(s) in {a.out}; "
           f"on the target: bash {a.out.name}/install.sh")
-    if record["missing"]:
+    if a.no_download:
+        print("gpu_bundle: --no-download: no registry wheels carried (" + ", ".join(WHEELS) + ")")
+    elif record["missing"]:
         print("gpu_bundle: wheels not available from the package index here (the bundle lacks them): "
               + "; ".join(f"{m['wheel']} ({m['why']})" for m in record["missing"]))
     return 0
