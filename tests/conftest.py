@@ -75,15 +75,22 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TINY_ROOT, ignore_errors=True)
 
 
-@pytest.fixture()
-def trt_standin(monkeypatch):
-    """The strict TensorRT 10 / CUDA / cuda-python stand-in (tests/standins/tensorrt.py), installed for one
-    test under the real polygraphy.  ``trt_standin.build_engines(folder)`` builds a folder's engines with the
-    real builder; ``trt_standin.snapshot()`` counts live device allocations and streams;
-    ``trt_standin.set(compute_capability=(8, 9), trt_version=..., cuda_error=...)`` changes the machine."""
+def install_trt_standin(monkeypatch, api: int = 10):
+    """Install the strict TensorRT stand-in modelling TensorRT ``api`` (10 = 10.13, 11 = 11.4)."""
     pytest.importorskip("polygraphy")
     from standins.tensorrt import TensorRTStandin
 
-    standin = TensorRTStandin().install(monkeypatch)
+    return TensorRTStandin(api=api).install(monkeypatch)
+
+
+@pytest.fixture(params=[10, 11], ids=["trt10", "trt11"])
+def trt_standin(request, monkeypatch):
+    """The strict TensorRT / CUDA / cuda-python stand-in (tests/standins/tensorrt.py), installed for one
+    test under the real polygraphy, once modelling TensorRT 10.13 and once 11.4 (their enums and members from
+    the real bindings).  ``trt_standin.build_engines(folder)`` builds a folder's engines with the real builder;
+    ``trt_standin.snapshot()`` counts live device allocations and streams; ``trt_standin.gpu.traffic`` the
+    bytes copied; ``trt_standin.set(compute_capability=(8, 9), trt_version=..., cuda_error=...)`` changes the
+    machine."""
+    standin = install_trt_standin(monkeypatch, request.param)
     yield standin
     standin.uninstall()

@@ -173,8 +173,9 @@ def test_one_tensorrt_logger_for_builder_and_runtime(trt_folder, trt_standin):
     assert not any("differs from one already provided" in e for e in trt_standin.errors)
 
 
-def test_auto_backend_needs_tensorrt_polygraphy_and_a_gpu(trt_folder, trt_standin, monkeypatch, caplog):
-    """Defect 13: ``auto`` picks TensorRT only when tensorrt and polygraphy import and a GPU answers."""
+def test_auto_backend_needs_tensorrt_cuda_python_and_a_gpu(trt_folder, trt_standin, monkeypatch, caplog):
+    """Defect 13: ``auto`` picks TensorRT only when tensorrt and cuda-python import and a GPU answers; polygraphy
+    is the builder's, not needed to run engines (review #16: no polygraphy libcudart lookup at run time)."""
     from jasco_runtime import JascoPipeline
 
     with JascoPipeline.from_dir(trt_folder) as pipe:
@@ -185,6 +186,11 @@ def test_auto_backend_needs_tensorrt_polygraphy_and_a_gpu(trt_folder, trt_standi
     assert "no CUDA device" in caplog.text
     trt_standin.set(cuda_error=None)
     monkeypatch.setitem(sys.modules, "polygraphy", None)
+    with JascoPipeline.from_dir(trt_folder) as pipe:
+        assert pipe.backend == "tensorrt"
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
     with JascoPipeline.from_dir(trt_folder) as pipe:
         assert pipe.backend == "onnxruntime"
 
@@ -224,24 +230,112 @@ def test_plan_of_another_gpu_or_garbage_does_not_deserialize(trt_folder, trt_sta
 
 
 def test_unreadable_gpu_says_the_device_check_is_skipped(trt_folder, trt_standin, monkeypatch, caplog):
-    """Defect 6: when the compute capability cannot be read the manifest check is skipped — with a warning."""
-    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    """Defect 6: when the compute capability cannot be read the manifest check is skipped — with a warning.
+    (Without cuda-python the backend does not run at all: it owns the device memory.)"""
+    from standins.tensorrt import cudaError_t
+
+    monkeypatch.setattr(sys.modules["cuda.bindings.runtime"], "cudaGetDeviceProperties",
+                        lambda device: (cudaError_t.cudaErrorInvalidValue, None))
     engine = _engine(trt_folder, "text_encoder")
-    assert "check is skipped" in caplog.text and "cuda-python is not installed" in caplog.text
+    assert "check is skipped" in caplog.text and "cudaGetDeviceProperties failed" in caplog.text
+    engine.close()
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    with pytest.raises(InputError, match="TensorRT backend is not usable here: cuda-python is not installed"):
+        _engine(trt_folder, "text_encoder")
+
+
+def test_tensorrt_12_is_refused_and_polygraphy_is_not_needed_at_run_time(trt_folder, trt_standin, monkeypatch):
+    """Review #17: TensorRT 10.13+ and 11.x run; 12 is refused with the install hint."""
+    trt_standin.set(trt_version="12.0.0.1")
+    with pytest.raises(InputError, match=r"TensorRT 12\.0\.0\.1 found; jasco-trt supports TensorRT 10\.x \(>= 10\.13\) "
+                                         r"and 11\.x"):
+        _engine(trt_folder, "text_encoder")
+    trt_standin.set(trt_version={10: "10.13.3.9", 11: "11.4.0.106"}[trt_standin.api])
+    monkeypatch.setitem(sys.modules, "polygraphy", None)
+    engine = _engine(trt_folder, "text_encoder")
+    assert engine(input_ids=np.ones((1, 4), np.int64), attention_mask=np.ones((1, 4), np.int64))["text"].shape == (1, 4, 64)
     engine.close()
 
 
-def test_tensorrt_11_and_old_polygraphy_are_refused(trt_folder, trt_standin, monkeypatch):
-    """Defects 5 and 8: TensorRT 10.x only; polygraphy >= 0.53 (finds libcudart in the pip CUDA wheels)."""
-    import polygraphy
+def test_device_traffic_is_counted_and_conditions_stay_on_the_device(trt_folder, trt_standin):
+    """The device module counts what crosses the bus; the stand-in's device counts it independently.  With the
+    conditions bound once (``to_device``), a flow-step call copies only z and t in and v out."""
+    from jasco_runtime.tensorrt import device
 
-    trt_standin.set(trt_version="11.0.0.1")
-    with pytest.raises(InputError, match=r"TensorRT 11\.0\.0\.1 found; jasco-trt supports TensorRT 10\.x only"):
-        _engine(trt_folder, "text_encoder")
-    trt_standin.set(trt_version="10.13.0.35")
-    monkeypatch.setattr(polygraphy, "__version__", "0.49.26")
-    with pytest.raises(InputError, match=r"polygraphy 0\.49\.26 found; jasco-trt needs polygraphy>=0\.53"):
-        _engine(trt_folder, "text_encoder")
+    engine = _engine(trt_folder, "flow_step")
+    inputs = _flow_inputs(2)
+    bound = {k: engine.to_device(v) for k, v in inputs.items() if k not in ("z", "t")}
+    device.reset_traffic()
+    seen = dict(trt_standin.gpu.traffic)
+    for _ in range(3):
+        engine.run_bound({"z": inputs["z"], "t": inputs["t"], **bound})["v"].numpy()
+    t = device.traffic()
+    per_call_in, per_call_out = inputs["z"].nbytes + inputs["t"].nbytes, 2 * 500 * 128 * 4
+    assert (t.h2d_bytes, t.h2d_copies, t.d2h_bytes, t.d2h_copies) == (3 * per_call_in, 6, 3 * per_call_out, 3)
+    assert t.allocations == 0 and t.d2d_bytes == 0
+    assert trt_standin.gpu.traffic["h2d_bytes"] - seen["h2d_bytes"] == t.h2d_bytes
+    assert trt_standin.gpu.traffic["d2h_bytes"] - seen["d2h_bytes"] == t.d2h_bytes
+    engine.close()
+    assert device.traffic().frees == 3 + 6  # the 3 bound conditions, the 6 I/O buffers (5 in, 1 out)
+    assert trt_standin.snapshot()["allocations"] == 0
+
+
+def test_device_api_copies_round_trip_and_refuse_overruns(trt_standin):
+    from jasco_runtime.errors import JascoError
+    from jasco_runtime.tensorrt import device
+
+    stream = device.create_stream()
+    a, b = device.allocate(64), device.allocate(64)
+    src = np.arange(16, dtype=np.float32)
+    device.copy_host_to_device(a, src, stream)
+    device.copy_device_to_device(b, a, src.nbytes, stream)
+    out = device.copy_device_to_host(np.zeros(16, np.float32), b, stream)
+    np.testing.assert_array_equal(out, src)
+    assert a.ptr % 256 == 0 and b.ptr % 256 == 0
+    with pytest.raises(ValueError, match="do not fit a 64-byte device buffer"):
+        device.copy_host_to_device(a, np.zeros(17, np.float32), stream)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        device.copy_host_to_device(a, np.zeros((4, 4), np.float32)[:, ::2], stream)
+    a.free(), b.free(), a.free()  # idempotent
+    with pytest.raises(JascoError, match="freed"):
+        device.copy_host_to_device(a, src, stream)
+    stream.close()
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+    with pytest.raises(JascoError, match="out of device memory allocating"):
+        device.allocate(trt_standin.config.total_memory + 1)
+
+
+def test_close_releases_everything_after_a_sticky_fault(trt_folder, trt_standin):
+    """Review #15: after a sticky CUDA error every free() fails; close() still releases every buffer, the
+    stream and the engine, then raises the first error."""
+    from jasco_runtime.errors import JascoError
+    from standins.tensorrt import ILLEGAL_ADDRESS
+
+    engine = _engine(trt_folder, "flow_step")
+    engine.to_device(np.zeros((2, 7, 64), np.float32))
+    trt_standin.gpu.sticky = ILLEGAL_ADDRESS
+    with pytest.raises(JascoError, match="cudaFree .* failed: cudaErrorIllegalAddress"):
+        engine.close()
+    assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
+    assert engine.engine is None and engine.context is None
+    engine.close()  # idempotent
+
+
+def test_no_execution_context_and_no_cuda_are_one_line_errors(trt_folder, trt_standin, monkeypatch):
+    """Review #13/#14: create_execution_context() returns None when device memory is short; trt.Runtime raises
+    pybind11's "factory function returned nullptr" when TensorRT cannot start CUDA."""
+    from standins import tensorrt as standin
+
+    with monkeypatch.context() as m:
+        m.setattr(standin.ICudaEngine, "create_execution_context", lambda self: None)
+        with pytest.raises(InputError, match="could not create an execution context for flow_step .out of device memory"):
+            _engine(trt_folder, "flow_step")
+    assert trt_standin.snapshot()["allocations"] == 0
+    trt_standin.set(cuda_error="cudaErrorInsufficientDriver")
+    with pytest.raises(InputError, match=r"TensorRT could not start on this GPU \(TypeError: pybind11::init\(\): factory "
+                                         r"function returned nullptr\).*driver >= 580"):
+        _engine(trt_folder, "flow_step")
 
 
 def test_missing_engines_name_the_fix(tiny_engines):

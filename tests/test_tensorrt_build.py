@@ -43,7 +43,7 @@ def test_build_engines_builds_strongly_typed_engines_from_the_manifest(folder, t
     assert jasco_run(["build-engines", str(folder)]) == 0
     assert "built 4 engine(s)" in capsys.readouterr().out
     m = _manifest(folder)
-    assert m["tensorrt"]["device"] == {**m["tensorrt"]["device"], "trt_version": "10.13.0.35", "gpu_name": "Stand-in H100",
+    assert m["tensorrt"]["device"] == {**m["tensorrt"]["device"], "trt_version": trt_standin.config.trt_version, "gpu_name": "Stand-in H100",
                                        "compute_capability": "9.0", "cuda_driver": "12.8"}
     assert m["tensorrt"]["compatibility"]["flow_step"]["ok"]  # the exporter's record is kept
     builds = {b["source"]: b for b in trt_standin.builds}
@@ -117,7 +117,7 @@ def test_bad_options_exit_2_and_write_nothing(folder, trt_standin, capsys, args,
 
 @pytest.mark.parametrize("error, message", [
     ("cudaErrorNoDevice", "no CUDA device is visible"),
-    ("cudaErrorInsufficientDriver", "cudaGetDeviceCount failed: cudaErrorInsufficientDriver (35) — the NVIDIA driver is older"),
+    ("cudaErrorInsufficientDriver", "cudaGetDeviceCount failed: cudaErrorInsufficientDriver (35) — no NVIDIA driver, or one older"),
 ])
 def test_only_no_device_means_no_gpu(folder, trt_standin, capsys, error, message):
     """Defect 6: any cudaGetDeviceCount error used to read as "0 devices"; a too-old driver is said as it is."""
@@ -128,11 +128,16 @@ def test_only_no_device_means_no_gpu(folder, trt_standin, capsys, error, message
     assert not list(folder.glob("*.plan"))
 
 
-def test_tensorrt_11_is_refused(folder, trt_standin, capsys):
-    """Defect 8: TensorRT 11 changed strong typing / FP16 semantics; only 10.x is accepted."""
-    trt_standin.set(trt_version="11.0.0.4")
+@pytest.mark.parametrize("version", ["12.0.0.1", "10.8.0.43", "9.3.0.1"])
+def test_tensorrt_12_and_pre_10_13_are_refused(folder, trt_standin, capsys, version):
+    """TensorRT 10.13+ and 11.x are accepted (review #17: 11 keeps everything the build path uses); a TensorRT
+    whose API has not been checked (12) or older than 10.13 is refused with the install hint."""
+    trt_standin.set(trt_version=version)
     assert jasco_run(["build-engines", str(folder)]) == 2
-    assert "TensorRT 11.0.0.4 found; jasco-trt supports TensorRT 10.x only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"TensorRT {version} found; jasco-trt supports TensorRT 10.x (>= 10.13) and 11.x" in err
+    assert "tensorrt-cu13>=10.13,<12" in err
+    assert ("newer major" in err) == version.startswith("12")
     assert not trt_standin.builds
 
 
@@ -185,14 +190,23 @@ def test_export_backend_trt_uses_the_shared_builder(tiny_cd, tiny_engines, tmp_p
     assert "no CUDA device" in _manifest(out)["tensorrt"]["skipped"]
 
 
-def test_gpu_extra_pins_tensorrt_10_and_its_cuda_major():
-    """Defects 5 and 6: polygraphy>=0.53, TensorRT 10.x, cuda-python of TensorRT's CUDA major (12), as
-    TensorRT's own samples pin it — cuda-python 13 needs a CUDA 13 driver."""
+def test_gpu_extras_pin_tensorrt_10_or_11_with_the_matching_cuda_major():
+    """Review #16/#17: ``gpu-cu12`` and ``gpu-cu13``: TensorRT 10.13 up to 11.x built for that CUDA major,
+    cuda-python of the same major (cuda-python 13 needs a CUDA 13 driver), polygraphy>=0.53.6; onnxruntime-gpu
+    only in cu13 (PyPI's 1.31 is a CUDA 13 build)."""
     tomllib = pytest.importorskip("tomllib")
     from packaging.requirements import Requirement
 
     extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    gpu = {r.name: r.specifier for r in map(Requirement, extras["gpu"])}
-    assert gpu["polygraphy"].contains("0.53.0") and not gpu["polygraphy"].contains("0.52.9")
-    assert gpu["tensorrt-cu12"].contains("10.13.0.35") and not gpu["tensorrt-cu12"].contains("11.0.0")
-    assert gpu["cuda-python"].contains("12.9.0") and not gpu["cuda-python"].contains("13.0.0")
+    for cuda in (12, 13):
+        gpu = {r.name: r.specifier for r in map(Requirement, extras[f"gpu-cu{cuda}"])}
+        trt = gpu[f"tensorrt-cu{cuda}"]
+        assert trt.contains("10.13.3.9") and trt.contains("11.4.0.106") and not trt.contains("12.0.0")
+        assert not trt.contains("10.12.0.36")
+        assert gpu["cuda-python"].contains(f"{cuda}.9.0") and not gpu["cuda-python"].contains(f"{cuda + 1}.0.0")
+        assert not gpu["cuda-python"].contains(f"{cuda - 1}.9.0")
+        assert gpu["polygraphy"].contains("0.53.6") and not gpu["polygraphy"].contains("0.53.5")
+    cu13 = {r.name: r.specifier for r in map(Requirement, extras["gpu-cu13"])}
+    assert cu13["onnxruntime-gpu"].contains("1.31.1")
+    assert "onnxruntime-gpu" not in {Requirement(r).name for r in extras["gpu-cu12"]}
+    assert extras["gpu"] == extras["gpu-cu13"]

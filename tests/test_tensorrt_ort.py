@@ -47,7 +47,7 @@ def test_auto_falls_back_to_the_cpu_with_a_warning(tiny_engines, sessions, caplo
     folder = ExportFolder.open(tiny_engines.out)
     with caplog.at_level(logging.WARNING):
         engine = open_engine(folder, ArtifactKey("text_encoder", "fp32", "onnx"))
-    assert sessions[-1] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert sessions[-1] == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
     assert engine.providers == ["CPUExecutionProvider"] and engine.on_gpu is False
     assert "could not start CUDAExecutionProvider" in caplog.text and "falling back to CPUExecutionProvider" in caplog.text
 
@@ -58,7 +58,8 @@ def test_tensorrt_execution_provider_is_configured_from_the_manifest(tiny_engine
     with pytest.raises(InputError):
         open_engine(folder, ArtifactKey("flow_step", "fp16", "onnx"), providers=["tensorrt"])
     (trt, options), *fallbacks = sessions[-1]
-    assert trt == "TensorrtExecutionProvider" and fallbacks == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert trt == "TensorrtExecutionProvider"
+    assert fallbacks == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
     cache = str(tiny_engines.out / "ort-trt-cache")
     axes = {name: r.to_dict() for name, r in folder.graphs["flow_step"].profile.items()}
     b, lmax = axes["batch"], axes["text_len"]["max"]
@@ -71,3 +72,48 @@ def test_tensorrt_execution_provider_is_configured_from_the_manifest(tiny_engine
     with pytest.raises(InputError):  # the fp32-only drums encoder: no fp16 flag
         open_engine(folder, ArtifactKey("drums_encoder", "fp32", "onnx"), providers=["tensorrt"])
     assert sessions[-1][0][1]["trt_fp16_enable"] == "False"
+
+
+@pytest.mark.parametrize("graph, precision, options", [
+    ("drums_encoder", "fp32", {"use_tf32": "0"}),
+    ("flow_step", "fp32", {"use_tf32": "0"}),
+    ("flow_step", "fp16", {"use_tf32": "0"}),
+    ("encodec_decoder", "fp16", {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"})])
+def test_cuda_provider_runs_without_tf32(tiny_engines, sessions, graph, precision, options):
+    """Review #10 / #19: ONNX Runtime's CUDA EP enables TF32 by default; fp32 graphs (and the fp32 islands of the
+    mixed ones) must stay fp32, as the TensorRT builder clears TF32.  The decoder's dynamic ``frames`` axis gets
+    the heuristic cuDNN search (the default exhaustive one searches again at every song length)."""
+    folder = ExportFolder.open(tiny_engines.out)
+    with pytest.raises(InputError):
+        open_engine(folder, ArtifactKey(graph, precision, "onnx"), providers=["cuda"])
+    assert sessions[-1] == [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+
+
+def test_tensorrt_ep_without_its_cuda_fallback_is_an_error(tiny_engines, sessions, monkeypatch):
+    """Review #18: with ``--provider tensorrt`` the nodes TensorRT rejects run on the CUDA EP; when only the TRT EP
+    started they would run on the CPU silently."""
+    real = ort.InferenceSession
+
+    class OnlyTensorRT(real):
+        def get_providers(self):
+            return ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", OnlyTensorRT)
+    folder = ExportFolder.open(tiny_engines.out)
+    with pytest.raises(InputError, match="could not start CUDAExecutionProvider for flow_step"):
+        open_engine(folder, ArtifactKey("flow_step", "fp16", "onnx"), providers=["tensorrt"])
+
+
+def test_verify_runs_the_tensorrt_ep_artifacts_against_the_fp32_reference(tiny_engines, monkeypatch, capsys):
+    """Review #11: ``jasco-run verify --provider tensorrt`` opens every ONNX artifact on ONNX Runtime's TensorRT EP
+    (TRT-10-only, weakly typed; aliased to the CPU here) and gates it against the fp32 golden reference."""
+    from standins.ort_cuda import AliasedCuda
+
+    from jasco_runtime.verify_cli import main as verify_main
+
+    alias = AliasedCuda(tensorrt=True).install(monkeypatch)
+    verify_main([str(tiny_engines.out), "--backend", "onnxruntime", "--provider", "tensorrt", "--no-e2e",
+                 "--out", str(tiny_engines.out.parent / "verify-trt-ep.json")])
+    trt = alias.options("TensorrtExecutionProvider")
+    assert trt and {o["trt_fp16_enable"] for o in trt} == {"True", "False"}  # fp16 artifacts and fp32 ones
+    assert "PASSED" in capsys.readouterr().out

@@ -138,7 +138,9 @@ _UNSUPPORTED = {
 
 
 def _container(cfg: tp.Any, key: str, default: tp.Any = None) -> tp.Any:
-    """Resolve one subtree of an OmegaConf config, leaving the rest untouched."""
+    """Resolve one subtree of an OmegaConf config (or of a :class:`PlainConfig`), leaving the rest untouched."""
+    if isinstance(cfg, PlainConfig):
+        return cfg.select(key, default)
     from omegaconf import OmegaConf
 
     node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
@@ -149,13 +151,62 @@ def _container(cfg: tp.Any, key: str, default: tp.Any = None) -> tp.Any:
     return node
 
 
+class PlainConfig:
+    """The ``xp.cfg`` YAML without omegaconf (a GPU check machine may lack it): plain YAML plus the one
+    interpolation form the keys JASCO reads use, a whole value ``${a.b.c}`` naming another key.  Anything
+    else (a resolver such as ``${oc.env:USER}``, an interpolation inside a longer string) in a key that is
+    read is refused with the install hint; unread sections are never looked at (as with OmegaConf)."""
+
+    def __init__(self, data: tp.Any):
+        if not isinstance(data, dict):
+            raise CheckpointError("xp.cfg is not a YAML mapping; the checkpoint looks corrupt")
+        self.data = data
+
+    def _get(self, key: str) -> tp.Any:
+        node: tp.Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def _resolve(self, node: tp.Any, depth: int = 0) -> tp.Any:
+        if depth > 32:
+            raise CheckpointError("xp.cfg has an interpolation cycle")
+        if isinstance(node, dict):
+            return {k: self._resolve(v, depth) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._resolve(v, depth) for v in node]
+        if isinstance(node, str) and "${" in node:
+            inner = node[2:-1]
+            if not (node.startswith("${") and node.endswith("}")) or any(c in inner for c in ":${}"):
+                raise CheckpointError(f"xp.cfg value {node!r} needs omegaconf to resolve; pip install omegaconf")
+            return self._resolve(self._get(inner), depth + 1)
+        return node
+
+    def select(self, key: str, default: tp.Any = None) -> tp.Any:
+        node = self._get(key)
+        return default if node is None else self._resolve(node)
+
+
+def _load(yaml_text: str) -> tp.Any:
+    """OmegaConf's config of ``yaml_text``, or a :class:`PlainConfig` when omegaconf is not installed."""
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:
+        import yaml
+
+        return PlainConfig(yaml.safe_load(yaml_text))
+    return OmegaConf.create(yaml_text)
+
+
 def parse_xp_cfg(yaml_text: str) -> JascoConfig:
     """Build a :class:`JascoConfig` from the ``xp.cfg`` YAML string stored in ``state_dict.bin``."""
-    from omegaconf import OmegaConf
-
     try:
-        cfg = OmegaConf.create(yaml_text)
-    except Exception as exc:  # omegaconf raises several types
+        cfg = _load(yaml_text)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # omegaconf / yaml raise several types
         raise CheckpointError(f"xp.cfg is not valid YAML ({exc}); the checkpoint looks corrupt") from exc
     try:
         return _parse(cfg)

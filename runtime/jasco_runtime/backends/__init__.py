@@ -31,14 +31,14 @@ def available_backends() -> tp.List[str]:
 
 
 def tensorrt_unavailable_reason() -> tp.Optional[str]:
-    """None when the TensorRT backend can run here (tensorrt 10.x and polygraphy>=0.53 import, a CUDA device
-    answers), else why not — ``auto`` uses TensorRT only then."""
-    from ..tensorrt.device import gpu_unavailable_reason
-    from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
+    """None when the TensorRT backend can run here (tensorrt 10.x/11.x and cuda-python import, a CUDA device
+    answers), else why not — ``auto`` uses TensorRT only then.  (polygraphy is needed to build engines only.)"""
+    from ..tensorrt.device import cudart, gpu_unavailable_reason
+    from ..tensorrt.versions import TensorRTUnavailable, require_tensorrt
 
     try:
         require_tensorrt()
-        require_polygraphy()
+        cudart()
     except TensorRTUnavailable as exc:
         return str(exc)
     return gpu_unavailable_reason()
@@ -54,13 +54,14 @@ def open_engine(folder: "ExportFolder", key: "ArtifactKey", providers: tp.Option
 
         engine: Engine = TensorRTEngine(path, key.graph, folder.built_on)
     else:
-        from .onnxruntime_backend import OnnxRuntimeEngine, tensorrt_ep_options
+        from .onnxruntime_backend import OnnxRuntimeEngine, cuda_ep_options, tensorrt_ep_options
 
         signals_before = signals.received()
         try:
             engine = OnnxRuntimeEngine(path, key.graph, providers, threads=threads,
                                        tensorrt_options=lambda: tensorrt_ep_options(folder, key),
-                                       max_batch=folder.graphs[key.graph].max_size("batch"))
+                                       max_batch=folder.graphs[key.graph].max_size("batch"),
+                                       cuda_options=cuda_ep_options(key))
         except InputError:
             raise
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ...

@@ -5,9 +5,18 @@ old): it logs "Failed to create CUDAExecutionProvider" and runs on the CPU.  So 
 the providers it really uses (``session.get_providers()``) are compared with the request: an explicit
 ``cuda``/``tensorrt`` request that did not start is an error; ``auto`` warns and falls back.
 
+The CUDA execution provider gets ``use_tf32=0`` (it enables TF32 by default, ``cuda_execution_provider_info.h``;
+the fp32 graphs and the fp32 islands of the mixed graphs stay fp32, as the TensorRT builder clears TF32) and,
+for the decoder whose ``frames`` axis changes with the song length, the heuristic cuDNN convolution search
+instead of the default exhaustive one (which would search again at every new length).
+
 The TensorRT execution provider is configured from the manifest: fp16 for the mixed-fp16 graphs (layer norms
 kept fp32), the graph's optimisation profile, engine and timing caches under the export folder (so engines
 are not rebuilt per session or per shape), CUDA then CPU as fallbacks for nodes TensorRT does not take.
+It is **TensorRT 10 only** (onnxruntime-gpu 1.31 links ``libnvinfer.so.10``) and **weakly typed**: with
+``trt_fp16_enable`` TensorRT may run the exported fp32 islands (Softmax, the T5 feed-forward) in fp16 too.
+``verify`` therefore checks its artifacts against the fp32 CPU reference; for fp16 prefer the native, strongly
+typed TensorRT backend (``--backend tensorrt``).
 """
 from __future__ import annotations
 
@@ -50,6 +59,15 @@ def resolve_providers(providers: tp.Optional[tp.Sequence[str]]) -> tp.List[str]:
     return out + [p for p in fallbacks + [CPU] if p not in out]
 
 
+def cuda_ep_options(key: tp.Optional["ArtifactKey"] = None) -> tp.Dict[str, str]:
+    """CUDA execution provider options: TF32 off for every graph; heuristic cuDNN search for the decoder's
+    dynamic-length convolutions."""
+    opts = {"use_tf32": "0"}
+    if key is not None and key.graph == "encodec_decoder":
+        opts["cudnn_conv_algo_search"] = "HEURISTIC"
+    return opts
+
+
 def tensorrt_ep_options(folder: "ExportFolder", key: "ArtifactKey") -> tp.Dict[str, str]:
     """TensorRT execution provider options for artifact ``key`` from the manifest."""
     from ..tensorrt.profiles import ort_profile_options, profile_shapes
@@ -75,7 +93,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: Path, name: str, providers: tp.Optional[tp.Sequence[str]] = None,
                  threads: tp.Optional[int] = None,
                  tensorrt_options: tp.Optional[tp.Callable[[], tp.Dict[str, str]]] = None,
-                 max_batch: tp.Optional[int] = None):
+                 max_batch: tp.Optional[int] = None, cuda_options: tp.Optional[tp.Dict[str, str]] = None):
         import onnxruntime as ort
 
         if not Path(path).is_file():
@@ -87,10 +105,14 @@ class OnnxRuntimeEngine(Engine):
         opts.log_severity_level = 3
         self.name = name
         requested = resolve_providers(providers)
-        with_options = [(p, tensorrt_options()) if p == TENSORRT and tensorrt_options else p for p in requested]
+        cuda = cuda_ep_options() if cuda_options is None else cuda_options
+        with_options = [(p, tensorrt_options()) if p == TENSORRT and tensorrt_options
+                        else (p, dict(cuda)) if p == CUDA and cuda else p for p in requested]
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=with_options)
         self.providers = list(self.session.get_providers())
         wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else requested[:1]
+        if TENSORRT in wanted and CUDA in requested and CUDA not in wanted:
+            wanted.append(CUDA)  # the nodes TensorRT does not take must not fall to the CPU silently
         self._check_providers(wanted, explicit=bool(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -110,7 +132,8 @@ class OnnxRuntimeEngine(Engine):
             return
         what = (f"ONNX Runtime could not start {failed[0]} for {self.name} (it runs on {self.providers[0]}): "
                 "the CUDA/cuDNN libraries onnxruntime-gpu needs did not load "
-                "(`python -c \"import onnxruntime as o; o.preload_dlls(); print(o.get_available_providers())\"` shows why)")
+                "(with onnxruntime >= 1.21 `python -c \"import onnxruntime as o; o.preload_dlls(); "
+                "print(o.get_available_providers())\"` shows why)")
         if explicit:
             raise InputError(f"{what}; fix the CUDA install or use --provider cpu")
         logger.warning("%s; falling back to %s", what, self.providers[0])

@@ -1,9 +1,11 @@
-"""TensorRT engine through the ``tensorrt`` 10 runtime and polygraphy's CUDA wrappers (no torch).
+"""TensorRT engine through the ``tensorrt`` 10.x / 11.x runtime; device memory, the stream and the copies
+through :mod:`jasco_runtime.tensorrt.device` (cuda-python; no torch, no polygraphy at run time).
 
 Memory: every I/O tensor gets one device buffer, allocated when the engine opens at the optimisation
-profile's max shape and reused (resized in place, never reallocated) for smaller shapes.  polygraphy's
-``DeviceArray`` and ``Stream`` have no destructor, so :meth:`TensorRTEngine.close` (or ``with``) frees them,
-and every :meth:`to_device` tensor is freed by its owner (``DeviceTensor.free``) or at ``close``.
+profile's max shape and reused for smaller shapes (never reallocated).  Device buffers have no destructor,
+so :meth:`TensorRTEngine.close` (or ``with``) frees them, and every :meth:`to_device` tensor is freed by its
+owner (``DeviceTensor.free``) or at ``close``; ``close`` releases every resource even when one release fails
+(after a sticky CUDA fault every call fails), then raises the first error.
 
 Checks TensorRT leaves to the caller: each input's dtype against ``get_tensor_dtype`` (TensorRT reads raw
 bytes), ``set_input_shape``'s result (False outside the profile), ``set_tensor_address``'s result, output
@@ -58,12 +60,16 @@ class DeviceTensor:
     again.  Free it when done (:meth:`free`); the engine frees any left at ``close``."""
 
     def __init__(self, owner: "TensorRTEngine", array: np.ndarray):
-        from polygraphy.datatype import DataType
+        from ..tensorrt import device
 
         arr = np.ascontiguousarray(array)
         self.owner, self.shape, self.dtype = owner, tuple(arr.shape), arr.dtype
-        self.buffer = owner._cuda.DeviceArray(shape=self.shape, dtype=DataType.from_dtype(arr.dtype))
-        self.buffer.copy_from(arr, stream=owner.stream)
+        self.buffer = device.allocate(arr.nbytes)
+        try:
+            device.copy_host_to_device(self.buffer, arr, owner.stream)
+        except BaseException:
+            self.buffer.free()
+            raise
         owner.traffic.allocations += 1
         owner.traffic.h2d += arr.nbytes
 
@@ -75,9 +81,9 @@ class DeviceTensor:
 
     def free(self) -> None:
         if self.buffer is not None:
-            self.buffer.free()
-            self.buffer = None
+            buffer, self.buffer = self.buffer, None
             self.owner._tensors.discard(self)
+            buffer.free()
 
 
 class _DeviceOutput:
@@ -89,11 +95,33 @@ class _DeviceOutput:
         self.buffer, self.shape, self.dtype, self.stream, self.traffic = buffer, shape, dtype, stream, traffic
 
     def numpy(self) -> np.ndarray:
-        out = self.buffer.copy_to(np.empty(self.shape, dtype=self.dtype), stream=self.stream)
-        self.stream.synchronize()
+        from ..tensorrt import device
+
+        out = device.copy_device_to_host(np.empty(self.shape, dtype=self.dtype), self.buffer, self.stream)
         if self.traffic is not None:
             self.traffic.d2h += out.nbytes
         return out
+
+
+_LOGGER: tp.List[tp.Any] = []
+
+
+def _trt_logger(trt: tp.Any) -> tp.Any:
+    """One TensorRT logger per process (TensorRT keeps the first one it is given): polygraphy's, which the
+    builder's loaders use, when polygraphy is installed; else one of our own."""
+    try:
+        from polygraphy.backend.trt import util as trt_util
+    except ImportError:
+        if not _LOGGER:
+            _LOGGER.append(trt.Logger(trt.Logger.WARNING))
+        return _LOGGER[0]
+    return trt_util.get_trt_logger()
+
+
+def _no_gpu_hint(exc: BaseException) -> str:
+    return (f"TensorRT could not start on this GPU ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "the driver must support TensorRT's CUDA major (nvidia-smi: driver >= 580 for tensorrt-cu13, else "
+            "tensorrt-cu12), or use --backend onnxruntime")
 
 
 class TensorRTEngine(Engine):
@@ -101,34 +129,39 @@ class TensorRTEngine(Engine):
     device = "cuda"
 
     def __init__(self, path: Path, name: str, expected_device: tp.Optional[tp.Mapping[str, tp.Any]] = None):
-        from ..tensorrt.versions import TensorRTUnavailable, require_polygraphy, require_tensorrt
+        from ..tensorrt import device
+        from ..tensorrt.versions import TensorRTUnavailable, require_tensorrt
 
         try:
             trt = require_tensorrt()
-            require_polygraphy()
+            device.cudart()
         except TensorRTUnavailable as exc:
             raise InputError(f"the TensorRT backend is not usable here: {exc} (or use --backend onnxruntime)") from None
-        from polygraphy import cuda
-        from polygraphy.backend.trt import util as trt_util
-
         if not Path(path).is_file():
             raise InputError(f"TensorRT engine {path} is missing; {REBUILD}")
         self.name = name
-        self.traffic = Traffic()
-        self._trt, self._cuda = trt, cuda
+        self.traffic = Traffic()  # what this engine copied between host and device (the benchmarks report it per NFE)
+        self._trt = trt
         self._buffers: tp.Dict[str, tp.Any] = {}
         self._tensors: tp.Set[DeviceTensor] = set()
         self.stream = None
+        self.context = self.engine = self._runtime = None
         check_engine_device(expected_device, str(trt.__version__), *_current_gpu())
-        # one TensorRT logger per process (TensorRT keeps the first one it is given): polygraphy's, which
-        # the builder's loaders use too
-        runtime = trt.Runtime(trt_util.get_trt_logger())
+        try:
+            runtime = trt.Runtime(_trt_logger(trt))
+        except TypeError as exc:  # pybind11: "factory function returned nullptr" (CUDA did not start)
+            raise InputError(_no_gpu_hint(exc)) from None
         engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if engine is None:
             raise InputError(f"{path} does not load with TensorRT {trt.__version__} on this GPU (built for another "
                              f"GPU or TensorRT version?); {REBUILD}")
         self.engine, self._runtime = engine, runtime
         self.context = engine.create_execution_context()
+        if self.context is None:
+            self.close()
+            raise InputError(f"TensorRT could not create an execution context for {name} (out of device memory? "
+                             "close other GPU processes, or rebuild with `jasco-run build-engines --max-batch N` "
+                             "for smaller activations)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -136,7 +169,7 @@ class TensorRTEngine(Engine):
         self.profile = {n: tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(n, 0))
                         for n in self.input_names}
         try:
-            self.stream = cuda.Stream()
+            self.stream = device.create_stream()
             self._allocate()
         except BaseException:
             self.close()
@@ -145,14 +178,14 @@ class TensorRTEngine(Engine):
     # -- memory -------------------------------------------------------------------------------------
     def _allocate(self) -> None:
         """One buffer per I/O tensor at the profile's max shape (outputs: their shape at max inputs)."""
-        from polygraphy.datatype import DataType
+        from ..tensorrt import device
 
         for name in self.input_names:
             self._set_shape(name, self.profile[name][2])
         shapes = {n: self.profile[n][2] for n in self.input_names}
         shapes.update({n: self._output_shape(n) for n in self.output_names})
         for name, shape in shapes.items():
-            self._buffers[name] = self._cuda.DeviceArray(shape=shape, dtype=DataType.from_dtype(self.dtypes[name]))
+            self._buffers[name] = device.allocate(int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize)
 
     @property
     def max_batch(self) -> int:
@@ -162,18 +195,29 @@ class TensorRTEngine(Engine):
     def close(self) -> None:
         """Free every device buffer and the stream, and drop the execution context and the engine (their
         activation memory and weights are freed when the last reference goes: a caller still holding this
-        object must not keep a graph's weights on the GPU next to the next graph's).  Idempotent."""
+        object must not keep a graph's weights on the GPU next to the next graph's).  Every resource is
+        released even when one release fails; the first error is raised after.  Idempotent."""
+        errors: tp.List[BaseException] = []
+
+        def release(fn: tp.Callable[[], None]) -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - collected, the first is raised once all are released
+                errors.append(exc)
+
         for t in list(self._tensors):
-            t.free()
+            release(t.free)
         for buf in self._buffers.values():
-            buf.free()
+            release(buf.free)
         self._buffers.clear()
         if self.stream is not None:
-            self.stream.free()
-            self.stream = None
+            stream, self.stream = self.stream, None
+            release(stream.close)
         self.context = None  # context before engine before runtime (TensorRT's destruction order)
         self.engine = None
         self._runtime = None
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> "TensorRTEngine":
         return self
@@ -183,6 +227,8 @@ class TensorRTEngine(Engine):
 
     def to_device(self, array: np.ndarray) -> DeviceTensor:
         """A device copy of ``array`` that ``run_bound`` binds without copying again (free it when done)."""
+        if self.stream is None:
+            raise RuntimeError(f"{self.name}: the engine was closed")
         t = DeviceTensor(self, array)
         self._tensors.add(t)
         return t
@@ -207,6 +253,8 @@ class TensorRTEngine(Engine):
             raise RuntimeError(f"{self.name}: TensorRT refused the device address of {name}")
 
     def _execute(self, inputs: tp.Mapping[str, tp.Any]) -> tp.Dict[str, _DeviceOutput]:
+        from ..tensorrt import device
+
         if self.stream is None:
             raise RuntimeError(f"{self.name}: the engine was closed")
         missing = set(self.input_names) - set(inputs)
@@ -227,17 +275,17 @@ class TensorRTEngine(Engine):
             if isinstance(value, DeviceTensor):
                 self._bind(name, value.ptr)
             else:
-                buf = self._buffers[name].resize(shape)  # within the allocation: no reallocation
-                buf.copy_from(value, stream=self.stream)
+                buf = self._buffers[name]  # the profile's max: every shape set_input_shape accepted fits
+                device.copy_host_to_device(buf, value, self.stream)
                 self.traffic.h2d += value.nbytes
                 self._bind(name, buf.ptr)
         outs = {}
         for name in self.output_names:
             shape = self._output_shape(name)
-            buf = self._buffers[name].resize(shape)
+            buf = self._buffers[name]
             self._bind(name, buf.ptr)
             outs[name] = _DeviceOutput(buf, shape, self.dtypes[name], self.stream, self.traffic)
-        if not self.context.execute_async_v3(self.stream.ptr):
+        if not self.context.execute_async_v3(self.stream.handle):
             raise RuntimeError(f"TensorRT execution of {self.name} failed (see the TensorRT error above)")
         return outs
 

@@ -1,6 +1,6 @@
 """``jasco-run build-engines ENGINES_DIR``: build the TensorRT engines of an export folder on this machine.
 
-Needs tensorrt (10.x), polygraphy and cuda-python only — no torch, no onnxruntime, no checkpoint:
+Needs tensorrt (10.13+ or 11.x), polygraphy and cuda-python only — no torch, no onnxruntime, no checkpoint:
 engines are not portable, so they are built on the GPU (Jetson, RTX box) that runs them, from the ONNX
 graphs exported on a workstation.
 """

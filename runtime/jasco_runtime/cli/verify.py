@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=Backend.choices("auto") + ["all"],
                    help="auto: every backend installed here (others are listed as SKIP); tensorrt/onnxruntime: only "
                         "that one (an error if it is not installed); all: both, required")
-    p.add_argument("--provider", choices=["cpu", "cuda"], help="ONNX Runtime execution provider (default cpu)")
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"],
+                   help="ONNX Runtime execution provider (default cpu); tensorrt: ONNX Runtime's TensorRT EP (TensorRT 10 "
+                        "only, weakly typed: its fp16 artifacts are checked against the fp32 reference like all others)")
     p.add_argument("--out", type=Path, help="report path, a .json file (default ENGINES_DIR/verify.json)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end generation check")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")

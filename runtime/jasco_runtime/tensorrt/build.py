@@ -58,6 +58,11 @@ def _print(msg: str) -> None:
     logger.info("%s", msg)
 
 
+def _no_cuda(exc: BaseException) -> str:
+    return (f"TensorRT could not start on this GPU ({type(exc).__name__}: {_first_line(exc)}); the NVIDIA driver must "
+            "support TensorRT's CUDA major (nvidia-smi: driver >= 580 for tensorrt-cu13, else tensorrt-cu12)")
+
+
 def usable_timing_cache(path: tp.Optional[Path], log: Log = _print) -> tp.Optional[bytes]:
     """The timing cache's bytes if TensorRT accepts it on this GPU, else None (it was written by another
     GPU or TensorRT version, or is damaged: polygraphy would ignore ``set_timing_cache``'s refusal)."""
@@ -67,7 +72,10 @@ def usable_timing_cache(path: tp.Optional[Path], log: Log = _print) -> tp.Option
     from polygraphy.backend.trt import util as trt_util
 
     data = path.read_bytes()
-    builder = trt.Builder(trt_util.get_trt_logger())
+    try:
+        builder = trt.Builder(trt_util.get_trt_logger())
+    except TypeError as exc:  # pybind11: "factory function returned nullptr" (TensorRT could not start CUDA)
+        raise EngineBuildError(_no_cuda(exc)) from None
     config = builder.create_builder_config()
     cache = config.create_timing_cache(data)
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -111,6 +119,10 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, timing_cach
         atomic_write(plan_path, lambda f: SaveEngine(engine, f)())
         if cache_tmp is not None and cache_tmp.is_file():
             os.replace(cache_tmp, timing_cache)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        raise EngineBuildError(_no_cuda(exc)) from None
     except PolygraphyException as exc:
         raise EngineBuildError(f"TensorRT could not build {plan_path.name} from {onnx_path.name}: {first_line(exc)} "
                                "(TensorRT's errors are printed above)") from None

@@ -1,11 +1,15 @@
 """Which TensorRT and polygraphy this package works with, and the versions it records.
 
-* TensorRT 10.x only: the engines are strongly typed networks built from the mixed fp16/fp32 ONNX
-  (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``) with the TensorRT 10 named-tensor API
-  (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``).  TensorRT 11 changed the
-  precision and strong-typing rules, so it is refused rather than trusted.
-* polygraphy >= 0.53: older releases search ``libcudart`` only on ``LD_LIBRARY_PATH`` and ``/usr``, not in the
-  pip CUDA wheels, so a pip-only install could not allocate device memory.
+* TensorRT 10.x and 11.x: the engines are strongly typed networks built from the mixed fp16/fp32 ONNX
+  (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11 removed weak typing, keeps the flag and ignores it)
+  with the named-tensor API (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), which both
+  have (tests/test_tensorrt_bindings.py checks every name against the real 10.13 and 11.4 bindings).  A
+  TensorRT 12 is refused: its API has not been checked.
+* polygraphy >= 0.53 (builder only; 0.53.6 has explicit TensorRT 11 branches).  Device memory, streams and
+  copies go through cuda-python (:mod:`.device`), not polygraphy's ctypes libcudart lookup, which misses the
+  CUDA 13 wheels' ``nvidia/cu13/lib``.
+* Which wheels: ``jasco-trt[gpu-cu13]`` (tensorrt-cu13, cuda-python 13; NVIDIA driver >= 580) or
+  ``jasco-trt[gpu-cu12]`` (tensorrt-cu12, cuda-python 12; older drivers, JetPack 6).  docs/gpu.md.
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import typing as tp
 
 from ..errors import JascoError
 
-TRT_MAJOR = 10
+TRT_MAJORS = (10, 11)
+MIN_TRT = (10, 13)  # strong typing complete from 10.12; 10.13 is the oldest release the API check covers
 MIN_POLYGRAPHY = (0, 53)
-INSTALL = "pip install 'jasco-trt[gpu]' (tensorrt-cu12 10.x, polygraphy>=0.53, cuda-python 12.x; JetPack ships tensorrt)"
+INSTALL = ("pip install 'jasco-trt[gpu-cu13]' (NVIDIA driver >= 580) or 'jasco-trt[gpu-cu12]' (older drivers; "
+           "JetPack ships tensorrt)")
 
 
 class TensorRTUnavailable(JascoError, RuntimeError):
@@ -33,16 +39,19 @@ def _parse(version: str) -> tp.Tuple[int, ...]:
 
 
 def require_tensorrt():
-    """The ``tensorrt`` module if it is a TensorRT 10.x, else :class:`TensorRTUnavailable`."""
+    """The ``tensorrt`` module if it is a TensorRT 10.x (>= 10.13) or 11.x, else :class:`TensorRTUnavailable`."""
     try:
         import tensorrt as trt
     except Exception as exc:  # ImportError, or a broken install raising something else
         raise TensorRTUnavailable(f"TensorRT is not installed (import tensorrt: {exc}); {INSTALL}") from None
     version = str(getattr(trt, "__version__", "unknown"))
-    major = (_parse(version) or (0,))[0]
-    if major != TRT_MAJOR:
-        raise TensorRTUnavailable(f"TensorRT {version} found; jasco-trt supports TensorRT {TRT_MAJOR}.x only (strongly typed "
-                                  f"FP16 engines; TensorRT {major}.x changed those semantics) — install tensorrt-cu12>=10,<11")
+    parsed = _parse(version) or (0,)
+    if parsed[0] not in TRT_MAJORS or parsed[:2] < MIN_TRT:
+        newer = parsed[0] > max(TRT_MAJORS)
+        raise TensorRTUnavailable(
+            f"TensorRT {version} found; jasco-trt supports TensorRT 10.x (>= 10.13) and 11.x"
+            + (" (a newer major's API has not been checked against this project)" if newer else "")
+            + " — pip install 'tensorrt-cu13>=10.13,<12' (or tensorrt-cu12 for drivers older than 580)")
     return trt
 
 
