@@ -311,7 +311,7 @@ def median_ms(fn: tp.Callable[[], tp.Any], sync: tp.Callable[[], None] = no_sync
 
 def graph_sizes(folder, name: str, rows: int) -> tp.Dict[str, int]:
     """Every named axis of graph ``name`` at its declared profile's opt, the batch axis at ``rows``."""
-    sizes = {axis: int(r["opt"]) for axis, r in folder.graphs[name].profile.items()}
+    sizes = {axis: int(r.opt) for axis, r in folder.graphs[name].profile.items()}
     sizes["batch"] = rows
     return sizes
 
@@ -327,22 +327,22 @@ def graph_inputs(folder, name: str, rows: int, seed: int = 0,
     sizes = sizes or graph_sizes(folder, name, rows)
     out = {}
     for spec in g.inputs:
-        missing = [d for d in spec["shape"] if isinstance(d, str) and d not in sizes]
+        missing = [d for d in spec.shape if isinstance(d, str) and d not in sizes]
         if missing:
-            raise CheckFailed(f"{name}: input {spec['name']} has axes {missing} without a profile in the manifest")
-        shape = tuple(sizes[d] if isinstance(d, str) else int(d) for d in spec["shape"])
-        if spec["name"] == "input_ids":
+            raise CheckFailed(f"{name}: input {spec.name} has axes {missing} without a profile in the manifest")
+        shape = tuple(sizes[d] if isinstance(d, str) else int(d) for d in spec.shape)
+        if spec.name == "input_ids":
             ids, _ = TextTokenizer(folder.file("tokenizer"))((PROMPTS * rows)[:rows])
             n = shape[1]
             out["input_ids"] = np.pad(ids, ((0, 0), (0, max(0, n - ids.shape[1]))))[:, :n].astype(np.int64)
-        elif spec["name"] == "attention_mask":
+        elif spec.name == "attention_mask":
             out["attention_mask"] = np.ones(shape, np.int64)
-        elif spec["name"] == "t":
+        elif spec.name == "t":
             out["t"] = rng.uniform(0, 1, shape).astype(np.float32)
-        elif spec["name"] == "wav":
+        elif spec.name == "wav":
             out["wav"] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:
-            out[spec["name"]] = rng.standard_normal(shape).astype(np.float32)
+            out[spec.name] = rng.standard_normal(shape).astype(np.float32)
     return out
 
 
@@ -490,7 +490,7 @@ def ort_cuda_checks(report: Report, folder: Path, cpu_latents: tp.Optional[np.nd
             gpu = open_engine(ef, key, providers=["cuda"])
             worst = {}
             batch = ef.graphs[name].profile.get("batch", {"min": 1, "max": 1})
-            for rows in sorted({int(batch["min"]), int(batch["max"])}):
+            for rows in sorted({int(batch.min), int(batch.max)}):
                 feeds = graph_inputs(ef, name, rows)
                 ref, got = cpu(**feeds), gpu(**feeds)
                 for out, r in ref.items():

@@ -109,8 +109,8 @@ def test_graph_inputs_size_every_axis_from_the_declared_profile(tiny_engines):
         axes = ef.graphs[name].profile
         feeds = gc.graph_inputs(ef, name, 2)
         for spec in ef.graphs[name].inputs:
-            for d, n in zip(spec["shape"], feeds[spec["name"]].shape):
-                assert n == (2 if d == "batch" else axes[d]["opt"] if isinstance(d, str) else d)
+            for d, n in zip(spec.shape, feeds[spec.name].shape):
+                assert n == (2 if d == "batch" else axes[d].opt if isinstance(d, str) else d)
     assert "frames" in ef.graphs["encodec_decoder"].profile
 
 
