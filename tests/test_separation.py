@@ -1,0 +1,159 @@
+"""htdemucs drum separation: numpy STFT / apply_model / the exported network against torch and demucs itself."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("demucs")
+
+from jasco_runtime.separation import ApplyOptions, SeparatorConfig, separate, separate_drums, stft  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from jasco_export.tiny.htdemucs import build_htdemucs
+
+    return build_htdemucs("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """The tiny network exported as the drums_separator graph (fp32), on ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime")
+    from jasco_export.graphs import onnx_export
+    from jasco_export.graphs.separator import declare_separator, separator_record
+
+    spec = declare_separator(tiny_model, max_batch=2)
+    path = onnx_export.export_graph(spec, tmp_path_factory.mktemp("sep") / "drums_separator.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def engine(**feeds):
+        return dict(zip(names, sess.run(None, feeds)))
+
+    return engine, SeparatorConfig.from_record(separator_record(tiny_model, "tiny", 2)), path
+
+
+def _torch_engine(model):
+    """The graph's module itself as an engine (to test apply_model without ONNX in between)."""
+    from jasco_export.graphs.separator import SeparatorNetwork
+
+    net = SeparatorNetwork(model)
+
+    def engine(mix, spec):
+        with torch.no_grad():
+            a, b = net(torch.from_numpy(mix), torch.from_numpy(spec))
+        return {"drums_spec": a.numpy(), "drums_wave": b.numpy()}
+    return engine
+
+
+def _mixture(seconds: float, sr: int = 44100, seed: int = 0) -> np.ndarray:
+    """Stereo drums (kick + noise snare) + a synthetic bass line + a pad: [2, samples]."""
+    from jasco_export.parity.golden import synthetic_drums
+
+    t = np.arange(int(seconds * sr)) / sr
+    drums = synthetic_drums(seconds, sr, seed=seed, channels=2)
+    bass = 0.3 * np.sin(2 * np.pi * 55 * (1 + (t // 0.5) % 3 / 4) * t)
+    pad = 0.1 * (np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 277.2 * t + 1.0))
+    return (drums + np.stack([bass + pad, 0.8 * bass + pad])).astype(np.float32)
+
+
+# -- STFT -----------------------------------------------------------------------------------------------
+def test_stft_and_istft_match_torch_with_demucs_window_and_normalisation():
+    from demucs.spec import ispectro, spectro
+
+    x = _mixture(1.5)[None]
+    z = stft.stft(x, 4096, 1024)
+    ref = spectro(torch.from_numpy(x), 4096, 1024).numpy()  # torch.stft: hann(4096), normalized, reflect
+    assert z.shape == ref.shape
+    assert np.abs(z - ref).max() <= 1e-5
+    y = stft.istft(ref, 1024, x.shape[-1])
+    y_ref = ispectro(torch.from_numpy(ref), 1024, length=x.shape[-1]).numpy()
+    assert np.abs(y - y_ref).max() <= 1e-5
+    assert np.abs(y - x).max() < 1e-5  # and it inverts
+
+
+@pytest.mark.parametrize("length", [85995, 44100, 1000])  # 1000 < 3·hop/2: pad1d's zero extension
+def test_htdemucs_padding_matches_its_spec_and_ispec(tiny_model, length):
+    x = _mixture(2.0)[None, :, :length]
+    z = stft.htdemucs_spec(x, 4096)
+    ref = tiny_model._spec(torch.from_numpy(x)).numpy()
+    assert z.shape == ref.shape and np.abs(z - ref).max() <= 1e-5
+    cac = stft.to_cac(z)
+    assert np.abs(cac - tiny_model._magnitude(torch.from_numpy(ref)).numpy()).max() <= 1e-5
+    assert np.array_equal(stft.from_cac(cac), z)
+    y = stft.htdemucs_ispec(z, length)
+    y_ref = tiny_model._ispec(torch.from_numpy(ref), length).numpy()
+    assert np.abs(y - y_ref).max() <= 1e-5
+
+
+# -- apply_model ----------------------------------------------------------------------------------------
+def _demucs_apply(model, mix: np.ndarray, seed: int) -> np.ndarray:
+    from demucs.apply import BagOfModels, apply_model
+
+    random.seed(seed)
+    with torch.no_grad():  # audiocraft's call: a bag of one model, apply_model's defaults
+        return apply_model(BagOfModels([model]), torch.from_numpy(mix))[:, 0].numpy()
+
+
+def test_apply_model_matches_demucs_shift_split_and_transitions(tiny_model):
+    cfg = SeparatorConfig(segment_samples=int(tiny_model.segment * 44100), max_batch=2)
+    mix = np.stack([_mixture(4.3), _mixture(4.3, seed=1)[::-1]])  # 4.3 s: 3 segments, a short last chunk
+    ref = _demucs_apply(tiny_model, mix, seed=5)
+    got = separate(_torch_engine(tiny_model), mix, cfg, ApplyOptions(seed=5))
+    assert got.shape == ref.shape == mix.shape
+    assert np.abs(got - ref).max() <= 1e-4
+    # the shift matters: another seed's offset gives another separation (the test above can fail)
+    assert np.abs(separate(_torch_engine(tiny_model), mix, cfg, ApplyOptions(seed=6)) - ref).max() > 1e-3
+
+
+def test_exported_graph_separates_a_441_stereo_mixture_as_demucs(tiny_model, tiny_onnx):
+    from jasco_export.reference.separation import separate_drums as reference_separate
+
+    engine, cfg, _ = tiny_onnx
+    mix = _mixture(5.0)
+    from demucs.apply import BagOfModels
+
+    ref = reference_separate(torch.from_numpy(mix)[None], 44100, 32000, model=BagOfModels([tiny_model]))[0, 0].numpy()
+    got = separate_drums(mix, 44100, engine, cfg)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4
+    assert np.abs(ref).max() > 1e-3  # a real signal, not two zeros
+
+
+def test_audiocraft_path_32k_mono_segment(tiny_model, tiny_onnx):
+    """What the drums conditioner separates: the prepared 32 kHz mono segment → 44.1 kHz stereo → 32 kHz mono."""
+    from demucs.apply import BagOfModels
+    from jasco_export.reference.separation import separate_drums as reference_separate
+    from jasco_runtime.resample import resample_frac
+
+    engine, cfg, _ = tiny_onnx
+    mono = resample_frac(_mixture(3.0).mean(0), 44100, 32000)
+    ref = reference_separate(torch.from_numpy(mono)[None, None], 32000, 32000, model=BagOfModels([tiny_model]))
+    got = separate_drums(mono, 32000, engine, cfg)
+    assert got.shape == (mono.shape[0],) == tuple(ref.shape[-1:])
+    assert np.abs(got - ref[0, 0].numpy()).max() <= 1e-4
+
+
+def test_silence_separates_to_exact_zeros(tiny_model, tiny_onnx):
+    """Dropped-drums rows are zeros: htdemucs' own normalisation (x·std + mean, std = mean = 0) returns exact
+    zeros, so the EnCodec "silence codes" table does not depend on the separator's weights."""
+    from demucs.apply import BagOfModels
+    from jasco_export.reference.separation import separate_drums as reference_separate
+
+    engine, cfg, _ = tiny_onnx
+    zeros = np.zeros(32000 * 3, np.float32)
+    ref = reference_separate(torch.zeros(1, 1, zeros.shape[0]), 32000, 32000, model=BagOfModels([tiny_model]))
+    assert not ref.abs().max().item()
+    assert not np.abs(separate_drums(zeros, 32000, engine, cfg)).max()
+
+
+def test_empty_drums_are_refused_with_one_line(tiny_onnx):
+    from jasco_runtime.errors import InputError
+
+    engine, cfg, _ = tiny_onnx
+    with pytest.raises(InputError, match=r"drums must be \[channels, samples\]"):
+        separate_drums(np.zeros((2, 0), np.float32), 44100, engine, cfg)
