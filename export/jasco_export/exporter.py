@@ -27,7 +27,9 @@ from .graphs import onnx_export
 from jasco_runtime.signals import sigterm_interrupts
 
 from .errors import InputError, JascoError
+from .graphs.separator import separator_record
 from .graphs.spec import GraphSpec, declare_graphs
+from .separator import resolve_separator
 from .reference.jasco import JASCO
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class ExportOptions:
     force: bool = False
     graphs: tp.Optional[tp.Sequence[str]] = None
     end_to_end: bool = True
+    separator: tp.Optional[str] = "auto"  # auto | htdemucs | hf://org/htdemucs | PATH.safetensors | none (separator.py)
 
 
 @dataclass
@@ -103,6 +106,10 @@ def tables(jasco: JASCO) -> tp.Dict[str, np.ndarray]:
             d = conds["self_wav"]
             out["drums_null"] = d.output_proj.bias.float().numpy()
             silence = torch.zeros(1, 1, int(jasco.duration * jasco.sample_rate))
+            if jasco.separator is not None:  # audiocraft separates the zero-padded null rows too
+                from .reference.separation import separate_drums
+
+                silence = separate_drums(silence, jasco.sample_rate, jasco.sample_rate, model=jasco.separator)
             out["drums_silence"] = d(silence)[0][0].float().numpy()
     return out
 
@@ -219,13 +226,18 @@ def _run_export(opts: ExportOptions) -> ExportResult:
     jasco = JASCO.get_pretrained(opts.model, device="cpu", chords_mapping_path=opts.chords_mapping, t5=opts.t5,
                                  revision=opts.revision)
     timings["load"] = time.perf_counter() - t0
+    separator = resolve_separator(opts.separator, "self_wav" in jasco.model.condition_provider.conditioners, _log)
+    jasco.separator = separator.bag if separator else None  # declare_graphs adds drums_separator
     graphs = select_graphs(declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens),
                            opts.graphs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     try:
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
-        folder = ExportFolder.create(tmp, build_manifest(jasco, graphs, opts))
+        manifest = build_manifest(jasco, graphs, opts)
+        if separator is not None:
+            manifest["conditioners"]["drums"]["separator"] = separator_record(separator.model, separator.name, 1)
+        folder = ExportFolder.create(tmp, manifest)
         folder.add_file("tables", "tables.npz", save=False)
         folder.add_file("tokenizer", "tokenizer.json", save=False)
         if jasco.chords_mapping:

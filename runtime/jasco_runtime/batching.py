@@ -133,7 +133,7 @@ def _prepare(pipe: "JascoPipeline", req: GenerationRequest) -> _Member:
     timings: tp.Dict[str, float] = {}
     terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
     frames = pipe._frames(req.chords)
-    drums = pipe._drums(req.drums, req.drums_sample_rate)
+    drums = pipe._drums(req.drums, req.drums_sample_rate, stem=req.drums_stem)
     melody = pipe._melody(req.melody)
     B, T, D = len(req.prompts), pipe.manifest.n_frames, pipe.manifest.latent_dim
     noise = req.init_noise

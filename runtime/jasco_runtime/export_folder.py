@@ -220,6 +220,8 @@ class ExportFolder:
     def runtime_graphs(self) -> tp.List[str]:
         """The graphs the pipeline runs; a folder exported with ``--graphs`` may lack some (clear error)."""
         needed = [g for g in RUNTIME_GRAPHS if g != "drums_encoder" or self.has_drums]
+        if self.has_drums and "separator" in self.conditioners["drums"]:  # drums are separated first (issue 18)
+            needed.append("drums_separator")
         missing = [g for g in needed if g not in self.raw["graphs"]]
         if missing:
             raise InputError(f"{self.folder} has no {', '.join(missing)} graph (exported with --graphs?); "

@@ -277,7 +277,8 @@ def generate_song(pipe: "JascoPipeline", plan: WindowPlan, req: "GenerationReque
     terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
     progression = pipe._progression(req.chords)
     song_samples = max(N, T) * plan.samples_per_frame
-    song_drums = pipe._drums(req.drums, req.drums_sample_rate, seconds=song_samples / plan.sample_rate)
+    song_drums = pipe._drums(req.drums, req.drums_sample_rate, seconds=song_samples / plan.sample_rate,
+                             stem=req.drums_stem)  # separated once for the whole song, then sliced per window
     if song_drums is not None:
         song_drums = fit_length(song_drums, song_samples)
     mel = pipe._melody(req.melody)

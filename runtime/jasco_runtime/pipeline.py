@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import audio_io, chords as chords_mod, longform
+from . import audio_io, chords as chords_mod, longform, separation
 from .backends import available_backends, open_engine, tensorrt_unavailable_reason
 from .engine_set import EngineSet, close_engine
 from .errors import InputError, JascoError
@@ -141,9 +141,10 @@ class JascoPipeline:
         m = self.manifest
         return chords_mod.frame_chords(progression, self.chords_mapping, m.frame_rate, m.duration)
 
-    def _drums(self, drums: tp.Any, sample_rate: tp.Optional[int],
-               seconds: tp.Optional[float] = None) -> tp.Optional[np.ndarray]:
-        """The drum stem, mono at the model rate, trimmed / zero-padded to ``seconds`` (default: one window)."""
+    def _drums(self, drums: tp.Any, sample_rate: tp.Optional[int], seconds: tp.Optional[float] = None,
+               stem: tp.Optional[bool] = None, timings: tp.Optional[tp.Dict[str, float]] = None) -> tp.Optional[np.ndarray]:
+        """The drum stem, mono at the model rate, trimmed / zero-padded to ``seconds`` (default: one window),
+        separated by the export's htdemucs unless ``stem`` (:func:`separation.separate_prepared`)."""
         if drums is None:
             return None
         if not self.manifest.has_drums:
@@ -158,7 +159,8 @@ class JascoPipeline:
             logger.warning("the drum stem (%.2f s) is shorter than the song (%.2f s); the rest is silent drums "
                            "(zero-padded, as for a 10-s clip); loop the stem yourself to repeat it",
                            wav.shape[-1] / int(sample_rate), seconds)
-        return audio_io.prepare_drums(wav, int(sample_rate), self.manifest.sample_rate, wanted)
+        wav = audio_io.prepare_drums(wav, int(sample_rate), self.manifest.sample_rate, wanted)
+        return separation.separate_prepared(self.manifest, self.engines, wav, stem, timings)
 
     def _melody(self, melody: tp.Any) -> tp.Optional[np.ndarray]:
         if melody is None:
@@ -270,7 +272,7 @@ class JascoPipeline:
                  solver: tp.Optional[str] = None, steps: tp.Optional[int] = None, rtol: tp.Optional[float] = None,
                  atol: tp.Optional[float] = None, seed: tp.Optional[int] = None, init_noise: tp.Optional[np.ndarray] = None,
                  progress: bool = True, drums_sample_rate: tp.Optional[int] = None, duration: tp.Optional[float] = None,
-                 overlap: tp.Optional[float] = None,
+                 overlap: tp.Optional[float] = None, drums_stem: tp.Optional[bool] = None,
                  window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None) -> GenerationResult:
         """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest;
         every setting is validated (:class:`GenerationRequest`) before any engine runs.
@@ -283,7 +285,7 @@ class JascoPipeline:
         req = GenerationRequest(descriptions, chords=chords, drums=drums, drums_sample_rate=drums_sample_rate,
                                 melody=melody, cfg_coef_all=cfg_coef_all, cfg_coef_txt=cfg_coef_txt, solver=solver,
                                 steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise, duration=duration,
-                                overlap=overlap).resolved(self.manifest.defaults)
+                                overlap=overlap, drums_stem=drums_stem).resolved(self.manifest.defaults)
         return self.run(req, progress=progress, window_descriptions=window_descriptions)
 
     def run(self, req: GenerationRequest, progress: bool = True,
@@ -301,7 +303,7 @@ class JascoPipeline:
         total = _timer()
         terms = cfg_terms(req.cfg_coef_all, req.cfg_coef_txt)
         frames = self._frames(req.chords)
-        drums_wav = self._drums(req.drums, req.drums_sample_rate)
+        drums_wav = self._drums(req.drums, req.drums_sample_rate, stem=req.drums_stem, timings=timings)
         mel = self._melody(req.melody)
         B, T, D = len(descriptions), self.manifest.n_frames, self.manifest.latent_dim
         init_noise = req.init_noise

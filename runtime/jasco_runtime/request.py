@@ -54,6 +54,7 @@ class GenerationRequest:
     chords: ChordsInput = None
     drums: tp.Any = None  # path or [C, samples] / [samples] array
     drums_sample_rate: tp.Optional[int] = None
+    drums_stem: tp.Optional[bool] = None  # True: already a drum stem; None: separate if the export can (separation/)
     melody: tp.Any = None  # path or [53, T] / [T, 53] salience
     cfg_coef_all: tp.Optional[float] = None
     cfg_coef_txt: tp.Optional[float] = None
@@ -109,6 +110,8 @@ class GenerationRequest:
                 raise InputError("init noise contains NaN or infinite values")
         duration = None if self.duration is None else _number("duration", self.duration, positive=True)
         overlap = None if self.overlap is None else _number("overlap", self.overlap, positive=True)
+        if self.drums_stem not in (None, True, False):
+            raise InputError(f"drums_stem must be true, false or unset, got {self.drums_stem!r}")
         if self.drums_sample_rate is not None:
             _integer("drums_sample_rate", self.drums_sample_rate, 1, 10_000_000)
         return replace(self, prompts=prompts, cfg_coef_all=cfg_all, cfg_coef_txt=cfg_txt, solver=solver, steps=steps,

@@ -170,7 +170,11 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
     org = p["org"]
     out = Path(out)
     hub = out / "hub"
-    wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants]
+    import importlib.util
+
+    separator = importlib.util.find_spec("demucs") is not None  # a random htdemucs in demucs' own format
+    wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants] + \
+        ([f"{org}/HTDemucs"] if separator else [])
     if hub.exists():
         if not force and all(hub_repo_folder(hub, r).exists() for r in wanted):
             return hub
@@ -193,6 +197,10 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
                                       org=org, **p["arch"])
             write_hub_repo(stage, f"{org}/{variant}", folder)
             shutil.rmtree(folder)
+        if separator:
+            from .htdemucs import write_htdemucs_repo
+
+            write_htdemucs_repo(stage, org=org, preset="tiny" if preset == "tiny" else "htdemucs", seed=seed)
         hub.mkdir(parents=True, exist_ok=True)
         for repo in stage.iterdir():
             shutil.move(str(repo), str(hub / repo.name))

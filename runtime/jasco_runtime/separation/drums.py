@@ -104,3 +104,32 @@ def separate_drums(wav: np.ndarray, sample_rate: int, engine: Engine, cfg: Separ
     mix = resample_frac(convert_channels(wav, cfg.audio_channels), int(sample_rate), cfg.samplerate)
     drums = separate(engine, mix[None], cfg, options)[0]
     return resample_frac(convert_channels(drums, 1), cfg.samplerate, int(target_rate))[0]
+
+
+def folder_separator(folder: tp.Any) -> tp.Optional[SeparatorConfig]:
+    """The export folder's separator (manifest ``conditioners.drums.separator``), or None."""
+    record = folder.conditioners.get("drums", {}).get("separator") if folder.has_drums else None
+    return SeparatorConfig.from_record(record) if record else None
+
+
+def separate_prepared(folder: tp.Any, engines: tp.Any, wav: np.ndarray, stem: tp.Optional[bool] = None,
+                      timings: tp.Optional[tp.Dict[str, float]] = None) -> np.ndarray:
+    """The pipeline's hook: the prepared drums (mono, model rate, trimmed / padded to the song) → the drums
+    the encoder gets.  ``stem``: None separates when the folder has a separator (audiocraft's behaviour),
+    True takes the input as an already separated stem, False requires separation."""
+    cfg = folder_separator(folder)
+    if stem is True:
+        return wav
+    if cfg is None:
+        if stem is False:
+            raise InputError(f"{folder.folder} has no drum separator; re-export with `jasco-export --separator htdemucs`, "
+                             "or pass the drums as an already separated stem (--drums-stem)")
+        return wav
+    import time
+
+    start = time.perf_counter()
+    out = separate_drums(wav, folder.sample_rate, engines[GRAPH], cfg, target_rate=folder.sample_rate)
+    out = np.pad(out, (0, max(0, wav.shape[-1] - out.shape[-1])))[:wav.shape[-1]]  # julius' floor, both ways
+    if timings is not None:
+        timings[GRAPH] = time.perf_counter() - start
+    return out
