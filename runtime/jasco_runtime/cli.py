@@ -46,7 +46,14 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--text", action="append", help="text prompt (repeat for several clips)")
     src.add_argument("--prompts", type=Path, help="file with one prompt per line")
     p.add_argument("--chords", help='"C:0 F:4 G:6", "(C, 0.0), (D, 2.0)", a .lab or a .json file')
-    p.add_argument("--drums", type=Path, help="drum stem audio (any rate/channels; resampled to the model rate)")
+    p.add_argument("--drums", type=Path, help="drums audio: a drum track or any recording (any rate/channels; separated "
+                   "by the export's htdemucs when it has one, see --drums-stem)")
+    stem = p.add_mutually_exclusive_group()
+    stem.add_argument("--drums-stem", dest="drums_stem", action="store_const", const=True,
+                      help="--drums is already a drum stem: skip the export's htdemucs separation (by default every "
+                           "drums input is separated when the export has a separator, as audiocraft does)")
+    stem.add_argument("--separate-drums", dest="drums_stem", action="store_const", const=False,
+                      help="require separation of --drums (error if the export has no separator)")
     p.add_argument("--melody", type=Path, help="melody salience .npy, [53, T] or [T, 53] at 50 Hz (T ≥ 1, T ≠ 53)")
     p.add_argument("--cfg-all", type=float, help="CFG weight of the all-conditions term (default: manifest)")
     p.add_argument("--cfg-txt", type=float, help="CFG weight of the text-only term (default: manifest)")
@@ -112,7 +119,7 @@ def _out_paths(out: Path, n: int) -> tp.List[Path]:
 
 def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]:
     """Read every input file (chords, drums, melody, init noise) before any engine is loaded."""
-    from . import audio_io, chords
+    from . import audio_io, chords, separation
 
     inputs: tp.Dict[str, tp.Any] = {}
     if a.chords is not None:
@@ -123,6 +130,16 @@ def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]
         if not a.drums.is_file():
             raise InputError(f"drums file {a.drums} does not exist")
         inputs["drums"], inputs["drums_sample_rate"] = audio_io.load_audio(a.drums)
+    if a.drums_stem is not None:
+        flag = "--drums-stem" if a.drums_stem else "--separate-drums"
+        if not folder.has_drums:
+            raise InputError(f"this model has no drums conditioner; drop {flag}")
+        if a.drums is None:
+            raise InputError(f"{flag} says how to treat --drums; give --drums or drop {flag}")
+        if a.drums_stem is False and separation.folder_separator(folder) is None:
+            raise InputError(f"{folder.folder} has no drum separator; re-export with `jasco-export --separator "
+                             "htdemucs` or drop --separate-drums")
+        inputs["drums_stem"] = a.drums_stem
     if a.melody is not None:
         if not folder.has_melody:
             raise InputError("this model has no melody conditioner (melody is only for chords-drums-melody models); "
@@ -152,7 +169,7 @@ def _write_outputs(files: tp.Sequence[tp.Tuple[Path, bytes]]) -> None:
 
 def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     """Validate every argument and read every input, then load the engines, generate and write all outputs."""
-    from . import audio_io
+    from . import audio_io, separation
     from .pipeline import JascoPipeline
 
     prompts = _prompts(a)
@@ -177,6 +194,8 @@ def run(a: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     return {"outputs": [str(p) for p in outs], "prompts": prompts, "sample_rate": res.sample_rate,
             "seconds": res.audio.shape[-1] / res.sample_rate, "nfe": res.nfe, "backend": pipe.backend,
             "solver": req.solver,
+            "drums_separated": req.drums is not None and req.drums_stem is not True and
+            separation.folder_separator(folder) is not None,
             "cfg_terms": [{"kind": t.kind, "weight": t.weight} for t in res.terms],
             "timings_s": {k: round(v, 4) for k, v in res.timings.items()},
             "real_time_factor": res.timings["total"] / (len(prompts) * res.audio.shape[-1] / res.sample_rate)}

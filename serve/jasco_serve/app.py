@@ -22,7 +22,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jasco_runtime import audio_io
+from jasco_runtime import audio_io, separation
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 
@@ -174,6 +174,7 @@ class JascoIngress:
         f, c = self.folder, self.config
         return {
             "model": f.model_id, "variant": f.raw["model"].get("variant"), "conditioners": sorted(f.conditioners),
+            "drums_separator": separation.folder_separator(f) is not None,  # drums uploads are separated (issue 18)
             "sample_rate": f.sample_rate, "duration": f.duration, "frame_rate": f.frame_rate,
             "max_duration": (f.graphs["encodec_decoder"].max_size("frames") or f.n_frames) / f.frame_rate,
             "defaults": {k: v for k, v in f.defaults.items() if k != "note"},

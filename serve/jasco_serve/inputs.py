@@ -8,8 +8,9 @@ prompt tokenized against the text profile. Each failure is an :class:`InputError
 
 Fields (JSON body or multipart form): ``text``, ``chords`` ("C:0 F:4" or [["C", 0], ["F", 4]]),
 ``cfg_coef_all``, ``cfg_coef_txt``, ``solver``, ``steps``, ``rtol``, ``atol``, ``seed``, ``duration``,
-``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file)
-and ``melody`` (.npy).
+``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"), ``drums_stem`` (true: the drums upload is
+already a drum stem, skip the export's htdemucs separation; default: separate when the export has a separator);
+multipart also ``drums`` (audio file) and ``melody`` (.npy).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jasco_runtime import audio_io, chords as chords_mod, longform
+from jasco_runtime import audio_io, chords as chords_mod, longform, separation
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.request import GenerationRequest
@@ -31,7 +32,7 @@ from jasco_runtime.text import TextTokenizer
 FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
 FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration", "overlap",
-          "format", "normalize")
+          "format", "normalize", "drums_stem")
 UPLOADS = ("drums", "melody")
 _FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
@@ -120,6 +121,7 @@ class InputChecker:
         self._check_text(text)
         if drums is not None:
             req.drums, req.drums_sample_rate = self._drums(drums, req.duration), self.folder.sample_rate
+        req.drums_stem = self._drums_stem(values.get("drums_stem"), drums is not None)
         if melody is not None:
             req.melody = self._melody(melody)
         return ParsedRequest(req, FORMATS[fmt], normalize)
@@ -155,6 +157,21 @@ class InputChecker:
             f = self.folder
             chords_mod.frame_chords(progression, self.chords_mapping, f.frame_rate, f.duration)
         return progression or None
+
+    def _drums_stem(self, value: tp.Any, has_drums: bool) -> tp.Optional[bool]:
+        """``drums_stem``: true / false (JSON booleans, or form text true/false/on/1/0) or absent."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(value.lower(), value)
+        if not isinstance(value, bool):
+            raise InputError(f"drums_stem must be true or false, got {value!r}")
+        if not has_drums:
+            raise InputError("drums_stem says how to treat the drums upload; upload drums or drop drums_stem")
+        if value is False and separation.folder_separator(self.folder) is None:
+            raise InputError("this model's export has no drum separator; drop drums_stem=false (the upload is then "
+                             "taken as a drum stem)")
+        return value
 
     def _drums(self, data: bytes, duration: tp.Optional[float] = None) -> np.ndarray:
         """The drums upload → mono float32 at the model rate, one window (or ``duration``) long."""

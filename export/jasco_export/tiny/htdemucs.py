@@ -31,7 +31,7 @@ HTDEMUCS_KWARGS: tp.Dict[str, tp.Any] = dict(
 TINY_KWARGS: tp.Dict[str, tp.Any] = dict(
     # CI-sized: same structure (4 levels, cross-transformer, bottom channels, dconv in both), 1.95 s segment
     # (an odd 85995-sample training length, as htdemucs' 343980 is not a multiple of the hop)
-    sources=SOURCES, audio_channels=2, samplerate=44100, segment=Fraction(39, 20), channels=8, nfft=4096,
+    sources=SOURCES, audio_channels=2, samplerate=44100, segment=Fraction(39, 20), channels=4, nfft=4096,
     depth=4, dconv_mode=3, dconv_comp=4, t_layers=2, t_heads=2, bottom_channels=16, cac=True, wiener_iters=0)
 
 PRESETS = {"tiny": TINY_KWARGS, "htdemucs": HTDEMUCS_KWARGS}
