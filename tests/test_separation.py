@@ -95,15 +95,26 @@ def _demucs_apply(model, mix: np.ndarray, seed: int) -> np.ndarray:
         return apply_model(BagOfModels([model]), torch.from_numpy(mix))[:, 0].numpy()
 
 
-def test_apply_model_matches_demucs_shift_split_and_transitions(tiny_model):
-    cfg = SeparatorConfig(segment_samples=int(tiny_model.segment * 44100), max_batch=2)
+def test_apply_model_matches_demucs_shift_split_and_transitions(tiny_model, tiny_onnx):
+    engine, cfg, _ = tiny_onnx
     mix = np.stack([_mixture(2.7), _mixture(2.7, seed=1)[:, ::-1]])  # 2.7 s + shift: 3 chunks, a short last one
     ref = _demucs_apply(tiny_model, mix, seed=5)
-    got = separate(_torch_engine(tiny_model), mix, cfg, ApplyOptions(seed=5))
+    got = separate(engine, mix, cfg, ApplyOptions(seed=5))
     assert got.shape == ref.shape == mix.shape
     assert np.abs(got - ref).max() <= 1e-4
     # the shift matters: another seed's offset gives another separation (the test above can fail)
-    assert np.abs(separate(_torch_engine(tiny_model), mix, cfg, ApplyOptions(seed=6)) - ref).max() > 1e-3
+    assert np.abs(separate(engine, mix, cfg, ApplyOptions(seed=6)) - ref).max() > 1e-3
+
+
+def test_graph_module_is_htdemucs_forward_without_its_stft(tiny_model):
+    """SeparatorNetwork between the numpy STFT and iSTFT = HTDemucs.forward's drums source."""
+    L = int(tiny_model.segment * 44100)
+    mix = _mixture(2.0)[None, :, :L]
+    got = _torch_engine(tiny_model)(mix=mix, spec=stft.to_cac(stft.htdemucs_spec(mix, 4096)))
+    y = got["drums_wave"] + stft.htdemucs_ispec(stft.from_cac(got["drums_spec"]), L)
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(mix))[:, 0].numpy()
+    assert np.abs(y - ref).max() <= 1e-5
 
 
 def test_exported_graph_separates_a_441_stereo_mixture_as_demucs(tiny_model, tiny_onnx):
