@@ -164,3 +164,37 @@ def test_empty_drums_are_refused_with_one_line(tiny_onnx):
     engine, cfg, _ = tiny_onnx
     with pytest.raises(InputError, match=r"drums must be \[channels, samples\]"):
         separate_drums(np.zeros((2, 0), np.float32), 44100, engine, cfg)
+
+
+def test_real_htdemucs_declaration():
+    """The real architecture's graph contract (7.8 s segments, 2048 bins × 336 frames), TensorRT profile included."""
+    from jasco_export.graphs.separator import declare_separator
+    from jasco_export.tiny.htdemucs import build_htdemucs
+
+    spec = declare_separator(build_htdemucs("htdemucs"))
+    assert [(s.name, s.shape) for s in spec.inputs] == [("mix", ("batch", 2, 343980)), ("spec", ("batch", 4, 2048, 336))]
+    assert [(s.name, s.shape) for s in spec.outputs] == [("drums_spec", ("batch", 4, 2048, 336)),
+                                                        ("drums_wave", ("batch", 2, 343980))]
+    assert spec.precisions == ("fp32", "fp16") and spec.role == "runtime"
+    assert spec.profile_shapes()["spec"] == ((1, 4, 2048, 336),) * 3
+
+
+@pytest.mark.slow
+def test_real_size_graph_separates_10s_as_demucs(tmp_path):
+    """Real htdemucs architecture (random weights): exported graph + numpy vs demucs.apply.apply_model, 10 s."""
+    ort = pytest.importorskip("onnxruntime")
+    from demucs.apply import BagOfModels
+    from jasco_export.graphs import onnx_export
+    from jasco_export.graphs.separator import declare_separator, separator_record
+    from jasco_export.reference.separation import separate_drums as reference_separate
+    from jasco_export.tiny.htdemucs import build_htdemucs
+
+    model = build_htdemucs("htdemucs")
+    path = onnx_export.export_graph(declare_separator(model), tmp_path / "drums_separator.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    cfg = SeparatorConfig.from_record(separator_record(model, "htdemucs", 1))
+    mix = _mixture(10.0)
+    got = separate_drums(mix, 44100, lambda **f: dict(zip(names, sess.run(None, f))), cfg)
+    ref = reference_separate(torch.from_numpy(mix)[None], 44100, 32000, model=BagOfModels([model]))[0, 0].numpy()
+    assert np.abs(got - ref).max() <= 1e-4

@@ -130,3 +130,49 @@ def test_serve_inputs_take_drums_stem(tiny_sep_engines, tiny_engines):
         checker.from_json(b'{"text": "x", "drums_stem": true}')
     with pytest.raises(InputError, match="no drum separator"):
         InputChecker(tiny_engines.folder).from_form({"text": "x", "drums_stem": "false"}, {"drums": upload})
+
+
+def test_long_song_separates_the_whole_song_once(tiny_sep_engines, monkeypatch):
+    from jasco_export.parity.golden import synthetic_mixture
+    from jasco_runtime import separation
+    from jasco_runtime.pipeline import JascoPipeline
+
+    calls = []
+    original = separation.drums.separate_drums
+    monkeypatch.setattr(separation.drums, "separate_drums", lambda wav, *a, **k: calls.append(wav.shape) or original(wav, *a, **k))
+    with JascoPipeline.from_dir(tiny_sep_engines.out, backend="onnxruntime") as pipe:
+        pipe.generate(["funk"], drums=synthetic_mixture(14.0, 44100), drums_sample_rate=44100, solver="euler", steps=1,
+                      seed=0, duration=15, progress=False)
+        assert calls == [(15 * 32000,)]  # the whole song's drums, once (windows slice the separated stem)
+        pipe.generate(["funk"], drums=synthetic_mixture(14.0, 44100), drums_sample_rate=44100, solver="euler", steps=1,
+                      seed=0, duration=15, progress=False, drums_stem=True)
+        assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_long_song_separates_once_then_slices_like_the_reference(tiny_sep_engines, tiny_cd, monkeypatch):
+    import torch
+    from jasco_export.parity.golden import synthetic_mixture
+    from jasco_export.reference.longform import generate_song
+    from jasco_export.reference.separation import load_demucs
+    from jasco_runtime import separation
+    from jasco_runtime.pipeline import JascoPipeline
+
+    calls = []
+    original = separation.drums.separate_drums
+    monkeypatch.setattr(separation.drums, "separate_drums", lambda wav, *a, **k: calls.append(wav.shape) or original(wav, *a, **k))
+    mix = synthetic_mixture(14.0, 44100)
+    noise = np.random.default_rng(4).standard_normal((1, 750, 128)).astype(np.float32)
+    cfg = dict(cfg_coef_all=1.25, cfg_coef_txt=2.5)
+    with JascoPipeline.from_dir(tiny_sep_engines.out, backend="onnxruntime") as pipe:
+        res = pipe.generate(["funk"], drums=mix, drums_sample_rate=44100, solver="euler", steps=2, init_noise=noise,
+                            duration=15, progress=False, **cfg)
+    assert calls == [(15 * 32000,)]  # the whole song's drums, once
+    tiny_cd.set_generation_params(euler=True, euler_steps=2, **cfg)
+    tiny_cd.separator = load_demucs("hf://jasco-tiny/htdemucs")
+    try:
+        ref = generate_song(tiny_cd, ["funk"], 15.0, drums_wav=torch.from_numpy(mix), drums_sample_rate=44100,
+                            init_noise=torch.from_numpy(noise), separate_drums=True)
+    finally:
+        tiny_cd.separator = None
+    assert np.abs(res.latents - ref.latents.numpy()).max() <= 1e-4
