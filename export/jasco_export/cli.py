@@ -105,7 +105,8 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     hub = make_tiny_models(a.out, seed=a.seed, force=a.force, preset=a.preset, variants=variants)
     org = PRESETS[a.preset]["org"]
     print(f"{a.preset} models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub.resolve()} HF_HUB_OFFLINE=1\n"
-          f"  jasco-export --model {org}/{variants[0]}")
+          f"  jasco-export --model {org}/{variants[0]}"
+          + (f" --separator hf://{org}/htdemucs" if (hub / f"models--{org}--HTDemucs").exists() else ""))
     return 0
 
 

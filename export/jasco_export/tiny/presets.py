@@ -154,10 +154,11 @@ def write_tiny_jasco(folder: Path, melody: bool, t5_dim: int, encodec: torch.nn.
 
 
 def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = False, preset: str = "tiny",
-                     variants: tp.Sequence[str] = tuple(VARIANTS)) -> Path:
+                     variants: tp.Sequence[str] = tuple(VARIANTS), separator: tp.Optional[bool] = None) -> Path:
     """Write T5, EnCodec and JASCO variants of ``preset`` into a hub cache at ``out/hub``; return it.
 
-    Repo ids: ``{org}/t5``, ``{org}/encodec_32khz``, ``{org}/{variant}`` with org ``PRESETS[preset]['org']``.
+    Repo ids: ``{org}/t5``, ``{org}/encodec_32khz``, ``{org}/{variant}`` with org ``PRESETS[preset]['org']``, and
+    ``{org}/HTDemucs`` (a random htdemucs, tiny/htdemucs.py) when ``separator`` (default: tiny preset, demucs installed).
     An existing cache already holding the preset's repos is reused unless ``force``.
     """
     from transformers import EncodecModel, T5Config
@@ -172,7 +173,8 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
     hub = out / "hub"
     import importlib.util
 
-    separator = importlib.util.find_spec("demucs") is not None  # a random htdemucs in demucs' own format
+    # a random htdemucs in demucs' own format ({org}/HTDemucs, hf://{org}/htdemucs): by default for the tiny preset
+    separator = (preset == "tiny" if separator is None else separator) and importlib.util.find_spec("demucs") is not None
     wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants] + \
         ([f"{org}/HTDemucs"] if separator else [])
     if hub.exists():
