@@ -118,5 +118,6 @@ def declare_separator(model: nn.Module, max_batch: int = 1) -> GraphSpec:
         {"batch": ProfileRange(1, 1, max(1, max_batch))},
         "htdemucs network (input normalisation, both branches, cross-transformer) between the numpy STFT and "
         "inverse STFT; the drums source of both branches (jasco_runtime.separation adds them)",
-        fp32_ops=("GroupNorm", "LayerNorm", "Softmax", "ReduceMean"), precisions=("fp32", "fp16"))
+        fp32_ops=("LayerNorm", "Softmax", "input normalisation (ReduceMean, Sqrt)", "GELU (Erf)"),
+        precisions=("fp32", "fp16"))
     return spec
