@@ -18,7 +18,8 @@ def _run(args, cwd=None):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(root / d) for d in ("runtime", "export", "serve", "."))}
-    return subprocess.run([sys.executable, "-m", "jasco_runtime.cli", *map(str, args)], capture_output=True, text=True,
+    code = "import sys; sys.modules['torch'] = None; from jasco_runtime.cli import main; raise SystemExit(main())"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,  # torch-free
                           env=env, cwd=cwd, timeout=600)
 
 
