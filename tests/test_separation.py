@@ -198,3 +198,22 @@ def test_real_size_graph_separates_10s_as_demucs(tmp_path):
     got = separate_drums(mix, 44100, lambda **f: dict(zip(names, sess.run(None, f))), cfg)
     ref = reference_separate(torch.from_numpy(mix)[None], 44100, 32000, model=BagOfModels([model]))[0, 0].numpy()
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_separation_benchmark_smoke(tmp_path):
+    """benchmarks/separation.py runs end to end (tiny preset, runtime only) and reports its figures."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("onnxruntime")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(root / d) for d in ("runtime", "export", "serve", "."))}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.separation", "--out", str(tmp_path), "--seconds", "2",
+                          "--repeats", "1", "--variants", "runtime-fp32"], capture_output=True, text=True, env=env,
+                         cwd=root, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (result,) = json.loads((tmp_path / "separation.json").read_text())["results"]
+    assert result["variant"] == "runtime-fp32" and result["s_per_10s_audio"] > 0 and result["peak_rss_mb"] > 0
