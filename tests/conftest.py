@@ -94,3 +94,13 @@ def trt_standin(request, monkeypatch):
     standin = install_trt_standin(monkeypatch, request.param)
     yield standin
     standin.uninstall()
+
+
+@pytest.fixture(scope="session")
+def tiny_sep_engines(tiny_hub, tmp_path_factory):
+    """Export folder of the tiny chords-drums model with the tiny random htdemucs as its drum separator."""
+    pytest.importorskip("demucs")
+    from jasco_export.exporter import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("engines-sep") / "chords-drums"
+    return run_export(ExportOptions(model="jasco-tiny/chords-drums", out=out, separator="hf://jasco-tiny/htdemucs"))

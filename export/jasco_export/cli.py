@@ -22,6 +22,8 @@ from jasco_runtime.verify import VerificationFailed
 
 from .errors import JascoError
 
+TINY_SEPARATOR = "hf://jasco-tiny/htdemucs"  # the random htdemucs make-tiny writes (tiny/htdemucs.py)
+
 
 def _export_parser() -> argparse.ArgumentParser:
     p = Parser(prog="jasco-export", description="Export a JASCO checkpoint to ONNX / TensorRT "
@@ -43,6 +45,10 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--chords-mapping", help="chord_to_index_mapping.pkl (default: next to the checkpoint)")
     p.add_argument("--revision", help="hub revision")
     p.add_argument("--graphs", help="comma list of graphs to export (default all)")
+    p.add_argument("--separator", default="auto",
+                   help="drum separator exported as drums_separator, run on every drums input as audiocraft does: "
+                        "auto (htdemucs when demucs and its weights are on this machine, else none), htdemucs, "
+                        "hf://ORG/htdemucs, PATH.safetensors (demucs' format) or none (drums are stems)")
     p.add_argument("--no-parity-gate", action="store_true", help="keep the artifacts even if parity fails")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end Euler-10 parity run")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -78,7 +84,8 @@ def _export(argv: tp.Sequence[str]) -> int:
     opts = ExportOptions(model=a.model, out=a.out, precisions=tuple(p.strip() for p in a.precision.split(",") if p.strip()),
                          backend=a.backend, max_batch=a.max_batch, max_text_tokens=a.max_text_tokens, opset=a.opset,
                          t5=a.t5, chords_mapping=a.chords_mapping, revision=a.revision, parity_gate=not a.no_parity_gate,
-                         force=a.force, graphs=a.graphs.split(",") if a.graphs else None, end_to_end=not a.no_e2e)
+                         force=a.force, graphs=a.graphs.split(",") if a.graphs else None, end_to_end=not a.no_e2e,
+                         separator=a.separator)
     res = run_export(opts)
     print(summary_table(res))
     print(f"[jasco-export] wrote {res.out} in {res.timings['total']:.1f} s — "
@@ -112,7 +119,8 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     hub = make_tiny_models(a.out, seed=a.seed, force=a.force, preset=a.preset, variants=variants)
     org = PRESETS[a.preset]["org"]
     print(f"{a.preset} models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub.resolve()} HF_HUB_OFFLINE=1\n"
-          f"  jasco-export --model {org}/{variants[0]}")
+          f"  jasco-export --model {org}/{variants[0]}"
+          + (f" --separator hf://{org}/htdemucs" if (hub / f"models--{org}--HTDemucs").exists() else ""))
     return 0
 
 
@@ -161,13 +169,20 @@ def _demo(argv: tp.Sequence[str]) -> int:
     hc.HF_HUB_CACHE = str(hub.resolve())
     hc.HF_HUB_OFFLINE = True
     engines = a.out / "engines" / a.variant
-    res = run_export(ExportOptions(model=f"jasco-tiny/{a.variant}", out=engines, force=True))
+    import importlib.util
+
+    separator = TINY_SEPARATOR if importlib.util.find_spec("demucs") else "none"
+    res = run_export(ExportOptions(model=f"jasco-tiny/{a.variant}", out=engines, force=True, separator=separator))
+    from jasco_runtime.audio_io import write_wav
     from jasco_runtime.cli import main as run_main
 
-    wav = a.out / "demo.wav"
+    from .parity.golden import synthetic_mixture
+
+    wav, mix = a.out / "demo.wav", a.out / "mix.wav"
+    write_wav(mix, synthetic_mixture(10.0, 44100), 44100)  # a "song": separated by the tiny htdemucs first
     code = run_main(["--engines", str(engines), "--text", "upbeat funk groove with slap bass",
                      "--chords", "C:0 F:2.5 G:5 C:7.5", "--cfg-all", "1.25", "--cfg-txt", "2.5", "--steps", "10",
-                     "--seed", "0", "--out", str(wav)])
+                     "--seed", "0", "--drums", str(mix), "--out", str(wav)])
     print(f"[demo] engines: {engines}\n[demo] parity: {'PASSED' if res.parity['passed'] else 'FAILED'} "
           f"({engines / 'parity.json'})\n[demo] audio: {wav}")
     return code if res.parity["passed"] else EXIT_FAILED

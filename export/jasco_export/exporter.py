@@ -27,10 +27,12 @@ from . import progress
 from .artifacts import export_artifacts
 from .errors import InputError, JascoError
 from .graphs import onnx_export
+from .graphs.separator import separator_record
 from .graphs.spec import MAX_DURATION, GraphSpec, declare_graphs
 from .manifest import build_manifest, save_tokenizer, tables
 from .output_folder import OutputFolder, inputs_of
 from .reference.jasco import JASCO
+from .separator import resolve_separator
 
 logger = logging.getLogger(__name__)
 # torch.onnx exports opsets 14+ (LayerNormalization needs 17 for one node); ONNX Runtime 1.17 reads up to 20
@@ -61,6 +63,7 @@ class ExportOptions:
     graphs: tp.Optional[tp.Sequence[str]] = None
     end_to_end: bool = True
     max_duration: float = MAX_DURATION  # longest song (s) the decoder is exported for; recorded in the manifest
+    separator: tp.Optional[str] = "auto"  # auto | htdemucs | hf://org/htdemucs | PATH.safetensors | none (separator.py)
 
     @property
     def target(self) -> str:
@@ -150,6 +153,9 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
     jasco = JASCO.get_pretrained(opts.model, device="cpu", chords_mapping_path=opts.chords_mapping, t5=opts.t5,
                                  revision=opts.revision)
     timings["load"] = time.perf_counter() - t0
+    separator = resolve_separator(opts.separator, "self_wav" in jasco.model.condition_provider.conditioners,
+                                  progress.log)
+    jasco.separator = separator.bag if separator else None  # declare_graphs adds drums_separator
     declared = declare_graphs(jasco, max_batch=opts.max_batch, max_text_tokens=opts.max_text_tokens,
                               max_duration=opts.max_duration)
     runtime_graphs = [name for name, g in declared.items() if g.role == "runtime"]
@@ -159,7 +165,10 @@ def _export_into(target: OutputFolder, opts: ExportOptions) -> ExportResult:
     try:
         np.savez(tmp / "tables.npz", **tables(jasco))
         save_tokenizer(jasco.model.condition_provider.conditioners["description"].tokenizer, tmp / "tokenizer.json")
-        folder = ExportFolder.create(tmp, build_manifest(jasco, graphs, opts, runtime_graphs))
+        manifest = build_manifest(jasco, graphs, opts, runtime_graphs)
+        if separator is not None:  # the runtime separates every drums input with it (issue 18)
+            manifest.conditioners["drums"]["separator"] = separator_record(separator.model, separator.name, 1)
+        folder = ExportFolder.create(tmp, manifest)
         folder.add_file("tables", "tables.npz", save=False)
         folder.add_file("tokenizer", "tokenizer.json", save=False)
         if jasco.chords_mapping:

@@ -38,6 +38,10 @@ def tables(jasco: "JASCO") -> tp.Dict[str, np.ndarray]:
             d = conds["self_wav"]
             out["drums_null"] = d.output_proj.bias.float().numpy()
             silence = torch.zeros(1, 1, int(jasco.duration * jasco.sample_rate))
+            if getattr(jasco, "separator", None) is not None:  # audiocraft separates the zero-padded null rows too
+                from .reference.separation import separate_drums
+
+                silence = separate_drums(silence, jasco.sample_rate, jasco.sample_rate, model=jasco.separator)
             out["drums_silence"] = d(silence)[0][0].float().numpy()
     return out
 

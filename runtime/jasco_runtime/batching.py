@@ -145,6 +145,7 @@ def solve_together(pipe: "JascoPipeline", prepared: tp.Sequence[tp.Union[Prepare
             continue
         try:
             timings: tp.Dict[str, float] = {}
+            p = core.separate(p, timings)
             noise, seed = core.initial_noise(p)
             conds = core.encode(p.windows[0], p.terms, timings)
             members.append((k, p, Member(conds, p.terms, p.batch_size), noise, seed, timings))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import audio_io, chords as chords_mod, windows as longform
+from . import audio_io, chords as chords_mod, separation, windows as longform
 from .errors import InputError
 from .export_folder import ExportFolder
 from .guidance import CFGTerm, cfg_terms
@@ -61,6 +61,12 @@ class PreparedRequest:
         if self.song_drums is not None:
             state["windows"] = tuple(dataclasses.replace(w, drums=None) for w in self.windows)
         return state
+
+    def with_song_drums(self, drums: np.ndarray) -> "PreparedRequest":
+        """The same request with another song stem (the separated one), re-sliced per window."""
+        windows = tuple(dataclasses.replace(w, drums=longform.window_drums(drums, self.plan, win))
+                        for w, win in zip(self.windows, self.plan.windows))
+        return dataclasses.replace(self, windows=windows, song_drums=drums)
 
     def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
         song = state.get("song_drums")
@@ -131,6 +137,7 @@ class ConditionProvider:
         progression = self._progression(req.chords)
         song_samples = max(plan.n_frames, plan.window_frames) * plan.samples_per_frame
         drums = self._drums(req.drums, req.drums_sample_rate, song_samples, plan)
+        self._check_drums_stem(req.drums_stem, drums is not None)
         melody = self._melody(req.melody)
         B, D = len(req.prompts), f.latent_dim
         if req.init_noise is not None:
@@ -202,6 +209,16 @@ class ConditionProvider:
                            wav.shape[-1] / int(sample_rate), plan.duration)
         mono = audio_io.prepare_drums(wav, int(sample_rate), model_rate, seconds)
         return longform.fit_length(mono, song_samples)
+
+    def _check_drums_stem(self, stem: tp.Optional[bool], has_drums: bool) -> None:
+        """``drums_stem``: True takes the drums as a separated stem, False requires the export's separator."""
+        if stem is None:
+            return
+        if not has_drums:
+            raise InputError("drums_stem says how to treat the drums; give drums or drop drums_stem")
+        if stem is False and separation.folder_separator(self.folder) is None:
+            raise InputError(f"{self.folder.folder} has no drum separator; re-export with `jasco-export --separator "
+                             "htdemucs`, or pass the drums as an already separated stem")
 
     def _melody(self, melody: tp.Any) -> tp.Optional[np.ndarray]:
         if melody is None:

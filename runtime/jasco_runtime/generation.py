@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import separation
 from .backends.base import Traffic, bound_chunks
 from .conditioning import Conditions, ConditionProvider, PreparedRequest, WindowInputs
 from .errors import JascoError
@@ -88,6 +89,16 @@ class GenerationCore:
     def encode(self, window: WindowInputs, terms: tp.Sequence[CFGTerm],
                timings: tp.Optional[tp.Dict[str, float]] = None) -> Conditions:
         return self.conditioner.encode(window, terms, self.engines, timings)
+
+    def separate(self, prepared: PreparedRequest, timings: tp.Optional[tp.Dict[str, float]] = None) -> PreparedRequest:
+        """audiocraft separates every drums input with htdemucs before EnCodec (modules/jasco_conditioners.py
+        ``_get_drums_stem``): with the export's ``drums_separator`` graph, once per request (a long song: once for
+        the whole stem, then sliced per window), unless the request says its drums are a stem already."""
+        if prepared.song_drums is None:
+            return prepared
+        drums = separation.separate_prepared(self.folder, self.engines, prepared.song_drums,
+                                             prepared.request.drums_stem, timings)
+        return prepared if drums is prepared.song_drums else prepared.with_song_drums(drums)
 
     def initial_noise(self, prepared: PreparedRequest) -> tp.Tuple[np.ndarray, tp.Optional[int]]:
         """z0 [B, N, D] (N: one window, or the song's frames) and its seed: the request's noise, else a draw from

@@ -128,6 +128,7 @@ def generate_song(core: GenerationCore, prepared: PreparedRequest, progress: boo
     timings: tp.Dict[str, float] = {}
     traffic = Traffic()
     total = clock()
+    prepared = core.separate(prepared, timings)  # once for the whole song's stem, then sliced per window
     init_noise, seed = core.initial_noise(prepared)
     song = np.zeros((B, N, D), np.float32)
     results: tp.List[WindowResult] = []

@@ -195,7 +195,8 @@ class JascoPipeline:
                  overlap: tp.Optional[float] = None,
                  window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None,
                  cancel: tp.Optional[Cancel] = None, reference: tp.Any = None,
-                 reference_sample_rate: tp.Optional[int] = None) -> GenerationResult:
+                 reference_sample_rate: tp.Optional[int] = None,
+                 drums_stem: tp.Optional[bool] = None) -> GenerationResult:
         """Generate ``len(descriptions)`` clips.  Defaults (CFG, solver, steps) come from the manifest;
         every setting and input is validated (:class:`GenerationRequest`, :meth:`prepare`) before any engine runs.
 
@@ -206,11 +207,13 @@ class JascoPipeline:
 
         ``reference`` (a song's path, or [C, T] audio with ``reference_sample_rate``): the chords, melody and drums
         this model takes are extracted from it (:mod:`jasco_runtime.extract`, docs/extract.md) where not given.
+        ``drums_stem``: True takes ``drums`` as an already separated stem; by default every drums input is separated
+        with the export's htdemucs when it has one, as audiocraft does (docs/drums-separation.md).
         """
         req = GenerationRequest(descriptions, chords=chords, drums=drums, drums_sample_rate=drums_sample_rate,
                                 melody=melody, cfg_coef_all=cfg_coef_all, cfg_coef_txt=cfg_coef_txt, solver=solver,
                                 steps=steps, rtol=rtol, atol=atol, seed=seed, init_noise=init_noise, duration=duration,
-                                overlap=overlap).resolved(self.manifest.defaults)
+                                overlap=overlap, drums_stem=drums_stem).resolved(self.manifest.defaults)
         if reference is not None:  # conditions from a song; explicit arguments win
             from .extract.reference import for_request
 
@@ -235,6 +238,7 @@ def generate_clip(core: GenerationCore, prepared: PreparedRequest, progress: boo
     traffic = Traffic()
     total = clock()
     settings = prepared.request.settings
+    prepared = core.separate(prepared, timings)
     noise, seed = core.initial_noise(prepared)
     conds = core.encode(prepared.windows[0], prepared.terms, timings)
     with core.progress(progress, settings.expected_nfe, settings.solver) as tick, \

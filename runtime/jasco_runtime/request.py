@@ -34,6 +34,7 @@ class GenerationRequest:
     chords: ChordsInput = None
     drums: tp.Any = None  # path or [C, samples] / [samples] array
     drums_sample_rate: tp.Optional[int] = None
+    drums_stem: tp.Optional[bool] = None  # True: already a drum stem; None: separate if the export can (separation/)
     melody: tp.Any = None  # path or [53, T] / [T, 53] salience
     cfg_coef_all: tp.Optional[float] = None
     cfg_coef_txt: tp.Optional[float] = None
@@ -71,6 +72,7 @@ class ResolvedRequest:
     drums: tp.Any = dataclasses.field(default=None, compare=False)
     drums_sample_rate: tp.Optional[int] = None
     melody: tp.Any = dataclasses.field(default=None, compare=False)
+    drums_stem: tp.Optional[bool] = None
 
     @property
     def settings(self) -> SolverSettings:
@@ -138,6 +140,8 @@ def resolve(req: GenerationRequest, defaults: tp.Mapping[str, tp.Any]) -> Resolv
         raise InputError("overlap applies to songs longer than one window; give a duration too (or drop overlap)")
     if req.drums_sample_rate is not None:
         integer("drums_sample_rate", req.drums_sample_rate, 1, 10_000_000)
+    if req.drums_stem not in (None, True, False):
+        raise InputError(f"drums_stem must be true, false or unset, got {req.drums_stem!r}")
     return ResolvedRequest(prompts, cfg_all, cfg_txt, solver, steps, rtol, atol, seed, noise, duration, overlap,
                            chords=req.chords, drums=req.drums, drums_sample_rate=req.drums_sample_rate,
-                           melody=req.melody)
+                           melody=req.melody, drums_stem=req.drums_stem)

@@ -26,7 +26,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jasco_runtime import audio_io
+from jasco_runtime import audio_io, separation
 from jasco_runtime.errors import InputError
 from jasco_runtime.export_folder import ExportFolder
 from jasco_runtime.windows import MIN_HOP
@@ -273,6 +273,7 @@ class JascoIngress:
     def _describe(self, name: str) -> tp.Dict[str, tp.Any]:
         f = self.folders[name]
         return {"model": f.model_id, "variant": f.model.variant, "conditioners": sorted(f.conditioners),
+                "drums_separator": separation.folder_separator(f) is not None,  # drums uploads are separated
                 "sample_rate": f.sample_rate, "duration": f.duration, "frame_rate": f.frame_rate,
                 "max_duration": f.max_duration,
                 "defaults": {k: v for k, v in f.defaults.items() if k != "note"},

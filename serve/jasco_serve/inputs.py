@@ -9,7 +9,9 @@ never re-validates.  Each failure is an :class:`InputError` with one line.
 
 Fields (JSON body or multipart form): ``text``, ``chords`` ("C:0 F:4" or [["C", 0], ["F", 4]]),
 ``cfg_coef_all``, ``cfg_coef_txt``, ``solver``, ``steps``, ``rtol``, ``atol``, ``seed``, ``duration``,
-``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"); multipart also ``drums`` (audio file),
+``format`` ("float" | "pcm16"), ``normalize`` ("peak" | "loudness"), ``drums_stem`` (true: the drums upload is
+already a drum stem, skip the export's htdemucs separation; default: separate when the export has a separator);
+multipart also ``drums`` (audio file),
 ``melody`` (.npy) and ``reference`` (a song: the unset conditions are extracted from it, docs/extract.md).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jasco_runtime import audio_io, chords as chords_mod
+from jasco_runtime import audio_io, chords as chords_mod, separation
 from jasco_runtime.conditioning import ConditionProvider, PreparedRequest
 from jasco_runtime.errors import InputError, first_line
 from jasco_runtime.generation import draw_seed
@@ -31,7 +33,7 @@ from jasco_runtime.request import GenerationRequest
 FORMATS = {"float": "FLOAT", "pcm16": "PCM_16"}
 NORMALIZE = ("peak", "loudness")
 FIELDS = ("text", "chords", "cfg_coef_all", "cfg_coef_txt", "solver", "steps", "rtol", "atol", "seed", "duration", "overlap",
-          "format", "normalize")
+          "format", "normalize", "drums_stem")
 UPLOADS = ("drums", "melody", "reference")  # reference: a song, conditions extracted from it (extract_route.py)
 _FLOAT_FIELDS = ("cfg_coef_all", "cfg_coef_txt", "rtol", "atol", "duration", "overlap")
 _INT_FIELDS = ("steps", "seed")
@@ -117,6 +119,7 @@ class InputChecker:
             seed=draw_seed() if seed is None else seed, duration=values.get("duration"),
             overlap=values.get("overlap"),
             **self._drums(drums, values.get("duration")), melody=self._melody(melody),
+            drums_stem=self._drums_stem(values.get("drums_stem"), drums is not None),
         ).resolved(self.folder.defaults)
         if reference is not None:  # unset chords / melody / drums from the song (extract_route.py)
             from .extract_route import apply_reference
@@ -148,6 +151,21 @@ class InputChecker:
             seconds = max(seconds, min(float(duration), self.max_duration))
         wav, sr = audio_io.read_audio_bytes(data, "drums upload", max_seconds=seconds + audio_io.RESAMPLE_MARGIN_S)
         return {"drums": wav, "drums_sample_rate": sr}
+
+    def _drums_stem(self, value: tp.Any, has_drums: bool) -> tp.Optional[bool]:
+        """``drums_stem``: true / false (JSON booleans, or form text true/false/on/1/0) or absent."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(value.lower(), value)
+        if not isinstance(value, bool):
+            raise InputError(f"drums_stem must be true or false, got {_short(value)}")
+        if not has_drums:
+            raise InputError("drums_stem says how to treat the drums upload; upload drums or drop drums_stem")
+        if value is False and separation.folder_separator(self.folder) is None:
+            raise InputError("this model's export has no drum separator; drop drums_stem=false (the upload is then "
+                             "taken as a drum stem)")
+        return value
 
     def _melody(self, data: tp.Optional[bytes]) -> tp.Optional[np.ndarray]:
         """The melody upload's array (``prepare`` checks the model has a melody conditioner and the salience shape)."""

@@ -17,6 +17,9 @@ flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] 
 encodec_decoder    latents [B, F, 128] (normalized; F frames,    audio [B, 1, F · hop]; un-normalisation
                    T ≤ F ≤ max_duration · frame rate)           folded in (F dynamic: songs > 10 s)
 encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
+drums_separator    mix [B, 2, L], spec [B, 4, 2048, T'] (htdemucs  drums_spec [B, 4, 2048, T'], drums_wave [B, 2, L]
+                   segment at 44.1 kHz and its numpy STFT)       (STFT/iSTFT, apply_model in the runtime; only
+                                                                with a separator: graphs/separator.py)
 =================  ===========================================  ==========================================
 
 Chords and melody embedders are tiny lookups / affine maps: exported as tables (``tables.npz``), not graphs.
@@ -229,6 +232,11 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         {"batch": batch, "text_len": text_len},
         "vector field v_θ(z, t | text, temporal conditions) for every CFG row",
         fp32_ops=("LayerNorm", "Softmax"), precisions=("fp32", "fp16", "int8"))
+    if "self_wav" in conds and getattr(jasco, "separator", None) is not None:
+        from ..reference.separation import single_model
+        from .separator import declare_separator
+
+        graphs["drums_separator"] = declare_separator(single_model(jasco.separator))
     comp = jasco.compression_model.model
     graphs["encodec_decoder"] = GraphSpec(
         "encodec_decoder", EncodecDecoder(comp.decoder, cfg.latent_mean, cfg.latent_std),

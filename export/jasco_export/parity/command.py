@@ -40,6 +40,11 @@ def main(argv: tp.Sequence[str]) -> int:
     _log(f"loading {model} for fresh references")
     jasco = JASCO.get_pretrained(model, device="cpu", chords_mapping_path=str(mapping) if mapping else None,
                                  t5=a.t5 or folder.model.t5, revision=a.revision or folder.model.revision)
+    sep = folder.conditioners.get("drums", {}).get("separator") if folder.has_drums else None
+    if sep:  # the separator the folder was exported with (its demucs name or file)
+        from ..separator import resolve_separator
+
+        jasco.separator = resolve_separator(sep["name"], True, _log).bag  # type: ignore[union-attr]
     exported = folder.export
     graphs = declare_graphs(jasco, max_batch=exported.max_batch if exported else 6,
                             max_text_tokens=exported.max_text_tokens if exported else 128,

@@ -48,6 +48,26 @@ def synthetic_drums(seconds: float, sr: int, bpm: float = 120.0, seed: int = 0,
     return np.stack([np.roll(out, 37 * c) * (1.0 - 0.2 * c) for c in range(channels)]).astype(np.float32)
 
 
+def synthetic_mixture(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
+    """A song-like stereo mixture [2, samples]: :func:`synthetic_drums` + a bass line (55–96 Hz, a note every
+    0.5 s) + a two-tone pad, so that separation has something to remove."""
+    t = np.arange(int(seconds * sr)) / sr
+    bass = 0.3 * np.sin(2 * np.pi * 55 * (1 + (t // 0.5) % 3 / 4) * t)
+    pad = 0.1 * (np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 277.2 * t + 1.0))
+    return (synthetic_drums(seconds, sr, seed=seed, channels=2) + np.stack([bass + pad, 0.8 * bass + pad])).astype(np.float32)
+
+
+def _separator_inputs(jasco: tp.Any) -> tp.Dict[str, torch.Tensor]:
+    """One htdemucs segment of the mixture and its spectrogram, by demucs' own _spec / _magnitude."""
+    from ..reference.separation import single_model
+
+    model = single_model(jasco.separator)
+    length = int(model.segment * model.samplerate)
+    mix = torch.from_numpy(synthetic_mixture(length / model.samplerate + 0.01, int(model.samplerate))[None, :, :length])
+    with torch.no_grad():
+        return {"mix": mix, "spec": model._magnitude(model._spec(mix))}
+
+
 def _melody(jasco: tp.Any) -> tp.Optional[torch.Tensor]:
     conds = jasco.model.condition_provider.conditioners
     if "melody" not in conds:
@@ -75,6 +95,8 @@ def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[s
                  "drums_encoder": {"wav": drums.reshape(1, 1, S)}, "flow_step": flow,
                  "encodec_decoder": {"latents": torch.randn(1, jasco.n_frames, jasco.cfg.latent_dim, generator=g) * 0.8},
                  "encodec_encoder": {"wav": drums.reshape(1, 1, S)}}
+    if "drums_separator" in graphs:
+        realistic["drums_separator"] = _separator_inputs(jasco)
     gen = torch.Generator().manual_seed(1234)
     out = {}
     for name, spec in graphs.items():
@@ -109,18 +131,21 @@ def write_golden_set(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec], golden_d
 def _end_to_end(jasco: tp.Any, golden_dir: Path, log: tp.Callable[[str], None]) -> tp.Dict[str, tp.Any]:
     conds = jasco.model.condition_provider.conditioners
     chords = CHORDS if jasco.chords_mapping else None
-    drums = synthetic_drums(DRUMS_SECONDS, DRUMS_RATE, channels=DRUMS_CHANNELS) if "self_wav" in conds else None
+    separate = "self_wav" in conds and jasco.separator is not None  # then the drums input is a whole mixture
+    drums = None if "self_wav" not in conds else (synthetic_mixture if separate else synthetic_drums)(
+        DRUMS_SECONDS, DRUMS_RATE, **({} if separate else {"channels": DRUMS_CHANNELS}))
     melody = _melody(jasco)
     noise = np.random.default_rng(7).standard_normal((len(PROMPTS), jasco.n_frames, jasco.model.flow_dim)).astype(np.float32)
     jasco.set_generation_params(cfg_coef_all=CFG[0], cfg_coef_txt=CFG[1], euler=True, euler_steps=STEPS)
     log(f"golden end-to-end: PyTorch reference, Euler {STEPS}, drums {DRUMS_RATE} Hz × {DRUMS_CHANNELS}")
     out = jasco.generate_music(PROMPTS, drums_wav=torch.from_numpy(drums) if drums is not None else None,
                                drums_sample_rate=DRUMS_RATE, chords=chords, melody_salience_matrix=melody,
-                               init_noise=torch.from_numpy(noise), return_output=True)
+                               init_noise=torch.from_numpy(noise), return_output=True, separate_drums=separate)
     case = EndToEndCase(PROMPTS, {}, noise, drums, melody.numpy() if melody is not None else None,
                         out.latents.numpy(), out.audio.numpy())
     save_e2e_case(golden_dir / "e2e.npz", case)
     return {"file": "e2e.npz", "prompts": PROMPTS,
             "settings": {"chords": [list(c) for c in chords] if chords else None, "cfg_coef_all": CFG[0],
                          "cfg_coef_txt": CFG[1], "solver": "euler", "steps": STEPS,
-                         "drums_sample_rate": DRUMS_RATE if drums is not None else None}}
+                         "drums_sample_rate": DRUMS_RATE if drums is not None else None,
+                         "drums_separated": separate}}

@@ -54,6 +54,7 @@ class JASCO:
         self.chords_mapping = chords_mapping
         self.files = files
         self.duration = self.cfg.segment_duration
+        self.separator: tp.Any = None  # demucs model for separate_drums (reference/separation.py); None: htdemucs
         self.set_generation_params()
 
     # -- loading ------------------------------------------------------------------------------------
@@ -223,18 +224,18 @@ class JASCO:
         """Generate audio [B, 1, samples] from text + optional chords / drums / melody.
 
         ``init_noise`` [B, T, 128] replays a generation exactly; ``seed`` seeds torch.randn otherwise.
-        ``separate_drums`` runs htdemucs on ``drums_wav`` first, as audiocraft always does (needs demucs).
+        ``separate_drums`` runs htdemucs (``self.separator``, default demucs' ``htdemucs``) on the prepared
+        drums (32 kHz mono, one segment), as audiocraft's DrumsConditioner always does (needs demucs).
         Returns audio, or (audio, latents) with ``return_latents``, or a :class:`GenerationOutput`.
         """
         self._check_inputs(descriptions, melody_salience_matrix, drums_wav)
         p = self.generation_params
         terms = cfg_terms(float(p["cfg_coef_all"]), float(p["cfg_coef_txt"]))
-        if drums_wav is not None and separate_drums:
+        drums = self.prepare_drums(drums_wav, drums_sample_rate) if drums_wav is not None else None
+        if drums is not None and separate_drums:  # after the preparation, as audiocraft's conditioner does
             from .separation import separate_drums as _separate
 
-            wav = drums_wav[None] if drums_wav.dim() == 2 else drums_wav
-            drums_wav, drums_sample_rate = _separate(wav.float(), drums_sample_rate, self.sample_rate), self.sample_rate
-        drums = self.prepare_drums(drums_wav, drums_sample_rate) if drums_wav is not None else None
+            drums = _separate(drums, self.sample_rate, self.sample_rate, model=self.separator)
         melody = melody_salience_matrix.float() if melody_salience_matrix is not None else None
         tokenized = self.condition_inputs(descriptions, terms, self.frame_chords(chords), drums, melody)
         conditions = self.condition_tensors(tokenized)

@@ -96,8 +96,9 @@ def generate_song(jasco: JASCO, descriptions: tp.Sequence[tp.Optional[str]], dur
                   melody_salience_matrix: tp.Optional[torch.Tensor] = None, seed: tp.Optional[int] = None,
                   init_noise: tp.Optional[torch.Tensor] = None,
                   window_descriptions: tp.Optional[tp.Sequence[tp.Sequence[tp.Optional[str]]]] = None,
-                  max_duration: float = 60.0) -> SongOutput:
-    """``duration`` seconds (more than one window) with the generation parameters set on ``jasco``."""
+                  max_duration: float = 60.0, separate_drums: bool = False) -> SongOutput:
+    """``duration`` seconds (more than one window) with the generation parameters set on ``jasco``;
+    ``separate_drums``: htdemucs (``jasco.separator``) runs once on the whole song's drums, then windows slice it."""
     sr, T, D = jasco.sample_rate, jasco.n_frames, jasco.model.flow_dim
     per_frame = int(jasco.duration * sr) // T
     plan = plan_song(float(duration), float(overlap), T, jasco.frame_rate, per_frame, sr, max_duration)
@@ -109,6 +110,11 @@ def generate_song(jasco: JASCO, descriptions: tp.Sequence[tp.Optional[str]], dur
     p = jasco.generation_params
     terms = cfg_terms(float(p["cfg_coef_all"]), float(p["cfg_coef_txt"]))
     drums = None if drums_wav is None else song_drums(drums_wav, drums_sample_rate, sr, N * per_frame)
+    if drums is not None and separate_drums:
+        from .separation import separate_drums as _separate
+
+        drums = _separate(drums, sr, sr, model=jasco.separator)
+        drums = torch.cat([drums, drums.new_zeros(1, 1, N * per_frame - drums.shape[-1])], -1)[..., :N * per_frame]
     if init_noise is None:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         init_noise = torch.randn((B, N, D), generator=gen)

@@ -154,10 +154,11 @@ def write_tiny_jasco(folder: Path, melody: bool, t5_dim: int, encodec: torch.nn.
 
 
 def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = False, preset: str = "tiny",
-                     variants: tp.Sequence[str] = tuple(VARIANTS)) -> Path:
+                     variants: tp.Sequence[str] = tuple(VARIANTS), separator: tp.Optional[bool] = None) -> Path:
     """Write T5, EnCodec and JASCO variants of ``preset`` into a hub cache at ``out/hub``; return it.
 
-    Repo ids: ``{org}/t5``, ``{org}/encodec_32khz``, ``{org}/{variant}`` with org ``PRESETS[preset]['org']``.
+    Repo ids: ``{org}/t5``, ``{org}/encodec_32khz``, ``{org}/{variant}`` with org ``PRESETS[preset]['org']``, and
+    ``{org}/HTDemucs`` (a random htdemucs, tiny/htdemucs.py) when ``separator`` (default: tiny preset, demucs installed).
     An existing cache already holding the preset's repos is reused unless ``force``.
     """
     from transformers import EncodecModel, T5Config
@@ -170,7 +171,12 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
     org = p["org"]
     out = Path(out)
     hub = out / "hub"
-    wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants]
+    import importlib.util
+
+    # a random htdemucs in demucs' own format ({org}/HTDemucs, hf://{org}/htdemucs): by default for the tiny preset
+    separator = (preset == "tiny" if separator is None else separator) and importlib.util.find_spec("demucs") is not None
+    wanted = [f"{org}/t5", f"{org}/encodec_32khz"] + [f"{org}/{v}" for v in variants] + \
+        ([f"{org}/HTDemucs"] if separator else [])
     if hub.exists():
         if not force and all(hub_repo_folder(hub, r).exists() for r in wanted):
             return hub
@@ -193,6 +199,10 @@ def make_tiny_models(out: tp.Union[str, Path], seed: int = 0, force: bool = Fals
                                       org=org, **p["arch"])
             write_hub_repo(stage, f"{org}/{variant}", folder)
             shutil.rmtree(folder)
+        if separator:
+            from .htdemucs import write_htdemucs_repo
+
+            write_htdemucs_repo(stage, org=org, preset="tiny" if preset == "tiny" else "htdemucs", seed=seed)
         hub.mkdir(parents=True, exist_ok=True)
         for repo in stage.iterdir():
             shutil.move(str(repo), str(hub / repo.name))

@@ -37,7 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--text", action="append", help="text prompt (repeat for several clips)")
     src.add_argument("--prompts", type=Path, help="file with one prompt per line (UTF-8)")
     p.add_argument("--chords", help='"C:0 F:4 G:6", "(C, 0.0), (D, 2.0)", a .lab or a .json file')
-    p.add_argument("--drums", type=Path, help="drum stem audio (any rate/channels; resampled to the model rate)")
+    p.add_argument("--drums", type=Path, help="drums audio: a drum track or any recording (any rate/channels; separated "
+                   "by the export's htdemucs when it has one, see --drums-stem)")
+    stem = p.add_mutually_exclusive_group()
+    stem.add_argument("--drums-stem", dest="drums_stem", action="store_const", const=True,
+                      help="--drums is already a drum stem: skip the export's htdemucs separation (by default every "
+                           "drums input is separated when the export has a separator, as audiocraft does)")
+    stem.add_argument("--separate-drums", dest="drums_stem", action="store_const", const=False,
+                      help="require separation of --drums (error if the export has no separator)")
     p.add_argument("--reference", type=Path, help="a song: chords, melody and drums extracted from it (the 'extract' "
                                                   "extra; --chords/--melody/--drums override each), see docs/extract.md")
     p.add_argument("--melody", type=Path, help="melody salience .npy, [53, T] or [T, 53] at 50 Hz (T ≥ 1, T ≠ 53)")
@@ -116,6 +123,11 @@ def _inputs(a: argparse.Namespace, folder: ExportFolder) -> tp.Dict[str, tp.Any]
     if a.drums is not None:  # the conditioner's presence and the contents: ConditionProvider.prepare
         input_file(a.drums, "drums file")
         inputs["drums"] = a.drums  # read by prepare, only as far as the song needs
+    if a.drums_stem is not None:
+        flag = "--drums-stem" if a.drums_stem else "--separate-drums"
+        if a.drums is None:
+            raise InputError(f"{flag} says how to treat --drums; give --drums or drop {flag}")
+        inputs["drums_stem"] = a.drums_stem  # checked against the export's separator by prepare
     if a.melody is not None:
         input_file(a.melody, "melody file")
         inputs["melody"] = a.melody
@@ -196,6 +208,7 @@ def generate(a: argparse.Namespace) -> int:
                "seconds": seconds, "nfe": res.nfe, "backend": pipe.backend, "precision": pipe.precision,
                "providers": pipe.resolution.to_dict()["providers"], "device": pipe.resolution.device,
                "solver": req.solver, "seed": seed,
+               "drums_separated": "drums_separator" in res.timings,
                "cfg_terms": [{"kind": t.kind, "weight": t.weight} for t in res.terms],
                "timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "traffic": res.traffic,
                "real_time_factor": res.timings["total"] / (len(prompts) * seconds) if seconds > 0 else None}

@@ -66,6 +66,10 @@ async function loadModel() {
     if (!m.conditioners.includes("drums")) {
       $("drums").disabled = true;
     }
+    if (!m.drums_separator) {  // no separator exported: every drums upload is taken as a stem
+      $("drums-stem-label").hidden = true;
+      $("drums_stem").disabled = true;
+    }
   } catch (e) {
     $("model-info").textContent = `(model description unavailable: ${e.message})`;
   }
