@@ -149,6 +149,8 @@ def test_doc_examples_run(doc, sandbox):
             where = f"{doc}:{ex.line}"
             if ex.note.startswith("skip") or ex.lang not in ("bash", "python"):
                 continue
+            if ex.note == "server":  # a fresh port per server: the previous one's Ray proxy may hold its port a while
+                port = free_port()
             code = _prepare(ex.code, port)
             if ex.note == "server":
                 server.start(shell_env + code, sandbox, env, port, where)

@@ -123,8 +123,8 @@ def test_serve_inputs_take_drums_stem(tiny_sep_engines, tiny_engines):
 
     upload = encode_wav(synthetic_mixture(1.0, 44100), 44100)
     checker = InputChecker(tiny_sep_engines.folder)
-    assert checker.from_form({"text": "x", "drums_stem": "on"}, {"drums": upload}).request.drums_stem is True
-    assert checker.from_form({"text": "x"}, {"drums": upload}).request.drums_stem is None  # default: separate
+    assert checker.from_form({"text": "x", "drums_stem": "on"}, {"drums": upload}).request.request.drums_stem is True
+    assert checker.from_form({"text": "x"}, {"drums": upload}).request.request.drums_stem is None  # default: separate
     with pytest.raises(InputError, match="drums_stem must be true or false"):
         checker.from_form({"text": "x", "drums_stem": "maybe"}, {"drums": upload})
     with pytest.raises(InputError, match="upload drums or drop drums_stem"):

@@ -109,7 +109,10 @@ def test_verify_runs_the_tensorrt_ep_artifacts_against_the_fp32_reference(tiny_e
     (TRT-10-only, weakly typed; aliased to the CPU here) and gates it against the fp32 golden reference."""
     from standins.ort_cuda import AliasedCuda
 
-    from jasco_runtime.verify_cli import main as verify_main
+    from jasco_runtime.cli import main
+
+    def verify_main(argv):
+        return main(["verify", *argv])
 
     alias = AliasedCuda(tensorrt=True).install(monkeypatch)
     verify_main([str(tiny_engines.out), "--backend", "onnxruntime", "--provider", "tensorrt", "--no-e2e",

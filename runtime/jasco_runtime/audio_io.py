@@ -48,14 +48,17 @@ def load_audio(path: PathLike, max_seconds: tp.Optional[float] = None) -> tp.Tup
     return np.ascontiguousarray(wav.T), int(sr)
 
 
-def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration: float) -> np.ndarray:
-    """Drum stem [C, T] (or [T]) at any rate → mono float32 [duration·target_rate] (trim / zero-pad)."""
+def prepare_drums(wav: np.ndarray, sample_rate: int, target_rate: int, duration: float,
+                  channels_first: bool = False) -> np.ndarray:
+    """Drum stem [C, T] (or [T]) at any rate → mono float32 [duration·target_rate] (trim / zero-pad).
+    ``channels_first``: the layout is known (decoded from a file), so a short many-channel clip is not taken for
+    [samples, channels] (A02/M08)."""
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim == 1:
         wav = wav[None]
     if wav.ndim != 2 or wav.shape[-1] == 0:
         raise InputError(f"drums must be [channels, samples] audio, got shape {list(wav.shape)}")
-    if wav.shape[0] > wav.shape[1]:
+    if wav.shape[0] > wav.shape[1] and not channels_first:
         raise InputError(f"drums look like [samples, channels] ({list(wav.shape)}); pass [channels, samples]")
     if not np.isfinite(wav).all():
         raise InputError("drums audio contains NaN or infinite samples")

@@ -198,7 +198,8 @@ class ConditionProvider:
             raise InputError(f"this model has no drums conditioner; drop the drums{' upload' if self.from_uploads else ''}")
         model_rate = self.folder.sample_rate
         seconds = song_samples / model_rate
-        if isinstance(drums, (str, os.PathLike)):
+        decoded = isinstance(drums, (str, os.PathLike))
+        if decoded:
             drums, sample_rate = audio_io.load_audio(drums, max_seconds=seconds + audio_io.RESAMPLE_MARGIN_S)
         if sample_rate is None:
             raise InputError("drums given as an array need drums_sample_rate")
@@ -207,7 +208,8 @@ class ConditionProvider:
             logger.warning("the drum stem (%.2f s) is shorter than the song (%.2f s); the rest is silent drums "
                            "(zero-padded, as for a 10-s clip); loop the stem yourself to repeat it",
                            wav.shape[-1] / int(sample_rate), plan.duration)
-        mono = audio_io.prepare_drums(wav, int(sample_rate), model_rate, seconds)
+        mono = audio_io.prepare_drums(wav, int(sample_rate), model_rate, seconds,
+                                      channels_first=decoded or self.from_uploads)
         return longform.fit_length(mono, song_samples)
 
     def _check_drums_stem(self, stem: tp.Optional[bool], has_drums: bool) -> None:

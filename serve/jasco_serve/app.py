@@ -35,7 +35,7 @@ from . import extract_route
 from .auth import ApiKeys
 from .config import AUTO, ServeConfig
 from .generator import Clip, Failure, JascoGenerator
-from .http_io import HTTPError, bounded, call, read_body, read_form, unauthorized, web_file
+from .http_io import HTTPError, bounded, call, read_body, read_form, unauthorized, wants_json, web_file
 from .inputs import FIELDS, UPLOADS, InputChecker, ParsedRequest
 from .metrics import CONTENT_TYPE, ServiceMetrics
 
@@ -203,7 +203,7 @@ class JascoIngress:
         headers = {"X-Jasco-Seed": str(parsed.seed), "X-Jasco-NFE": str(clip.nfe),
                    "X-Jasco-Latency-Ms": f"{latency * 1000:.1f}", "X-Jasco-Batch-Prompts": str(clip.solve_prompts),
                    "X-Jasco-Replica": clip.replica}
-        if "application/json" in request.headers.get("accept", ""):
+        if wants_json(request.headers.get("accept")):  # R04/R05: q-values and case honoured
             timings = {k: round(float(v), 6) for k, v in clip.timings.items() if k != "batch_prompts"}
             timings["latency"] = round(latency, 6)
             return JSONResponse({"audio_wav_base64": base64.b64encode(wav).decode("ascii"),

@@ -101,3 +101,32 @@ async def read_form(request: Request, body: bytes, limit: int) -> tp.Tuple[tp.Di
 
 def web_file(name: str) -> bytes:
     return importlib.resources.files("jasco_serve").joinpath("web", name).read_bytes()
+
+
+def wants_json(accept: tp.Optional[str]) -> bool:
+    """Whether an ``Accept`` header prefers ``application/json`` over the default ``audio/wav`` (RFC 9110 §12.5.1:
+    media ranges are case-insensitive, ``q=0`` means "not acceptable", the most specific range sets a type's q)."""
+    def quality(kind: str) -> float:
+        best, specificity = 0.0, -1
+        major = kind.split("/")[0]
+        for part in (accept or "").split(","):
+            fields = [f.strip() for f in part.split(";")]
+            media = fields[0].lower()
+            if not media:
+                continue
+            q = 1.0
+            for f in fields[1:]:
+                name, _, value = f.partition("=")
+                if name.strip().lower() == "q":
+                    try:
+                        q = max(0.0, min(1.0, float(value)))
+                    except ValueError:
+                        q = 0.0
+            rank = 2 if media == kind else 1 if media == f"{major}/*" else 0 if media == "*/*" else -1
+            if rank > specificity:
+                best, specificity = q, rank
+        return best
+
+    if not accept or not accept.strip():
+        return False
+    return quality("application/json") > quality("audio/wav")

@@ -57,9 +57,15 @@ def run_command(prog: str, command: Command, args: argparse.Namespace) -> int:
     from ..verify import VerificationFailed
 
     as_json = bool(getattr(args, "json", False))
+    before = signals.received()
     try:
-        with signals.interrupts():
-            return command.run(args)
+        try:
+            with signals.interrupts():
+                return command.run(args)
+        except Exception as exc:  # a native library turned a signal into its own error (ONNX Runtime's import or
+            if signals.received() == before:  # session init: "initialization failed"): the signal is what happened
+                raise
+            raise signals.exception_for(signals.last_signal()) from exc
     except VerificationFailed as exc:
         return fail(prog, str(exc), EXIT_FAILED, as_json, prefix="")
     except JascoError as exc:
