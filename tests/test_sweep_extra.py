@@ -35,3 +35,38 @@ def test_a_six_channel_one_sample_wav_is_drums_not_a_transposed_array(tiny_engin
     array = GenerationRequest(["x"], drums=np.zeros((1000, 2), np.float32), drums_sample_rate=32000, steps=1)
     with pytest.raises(InputError, match=r"look like \[samples, channels\]"):  # an array of unknown layout: still
         provider.prepare(array.resolved(provider.folder.defaults))
+
+
+def test_a_signal_once_the_outputs_exist_never_says_nothing_was_written(tiny_engines, tmp_path):
+    """S09/S10 (fresh sweep): SIGTERM as soon as the first output exists said "nothing was written" with exit 143
+    while every wav was complete (the signal arrived after the command had returned).  Now the exit code and the
+    message follow what is on disk: exit 0 with every output, or 143 with none."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "export")])}
+    out = tmp_path / "o"
+    out.mkdir()
+    prompts = sum([["--text", f"clip {i}"] for i in range(8)], [])
+    proc = subprocess.Popen([sys.executable, "-m", "jasco_runtime.cli", "--engines", str(tiny_engines.out), *prompts,
+                             "--steps", "1", "--no-progress", "--out", str(out / "t.wav"),
+                             "--save-latents", str(out / "t.npy")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / "t_0.wav").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode(errors="replace")
+    wavs = sorted(p.name for p in out.glob("t_*.wav"))
+    if proc.returncode == 0:
+        assert len(wavs) == 8 and (out / "t.npy").is_file(), text
+        assert "nothing was written" not in text, text
+    else:
+        assert proc.returncode == 143 and wavs == [] and "nothing was written" in text, (proc.returncode, text)
+    assert "Traceback" not in text, text

@@ -52,7 +52,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-parity-gate", action="store_true", help="keep the artifacts even if parity fails")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end Euler-10 parity run")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (the summary table and errors still print)")
     return p
 
 
@@ -80,6 +80,9 @@ def _export(argv: tp.Sequence[str]) -> int:
     from .exporter import ExportOptions, run_export, summary_table
 
     a = _export_parser().parse_args(argv)
+    from . import progress
+
+    progress.QUIET = a.quiet
     _check_paths(a)
     opts = ExportOptions(model=a.model, out=a.out, precisions=tuple(p.strip() for p in a.precision.split(",") if p.strip()),
                          backend=a.backend, max_batch=a.max_batch, max_text_tokens=a.max_text_tokens, opset=a.opset,

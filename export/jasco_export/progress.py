@@ -2,5 +2,9 @@
 from __future__ import annotations
 
 
+QUIET = False  # `jasco-export -q`: no progress lines (the summary and errors still print)
+
+
 def log(msg: str) -> None:
-    print(f"[jasco-export] {msg}", flush=True)
+    if not QUIET:
+        print(f"[jasco-export] {msg}", flush=True)

@@ -25,7 +25,8 @@ def _exit_during_start_up(signum: int, frame: object) -> None:
 
 # The command itself (the console script, or `python -m jasco_runtime.cli`, where argv[0] is "-m" while the
 # package is imported): handle the signals before anything else is imported.  A library import is left alone.
-if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "jasco-run"):
+_AS_COMMAND = bool(sys.argv) and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "jasco-run")
+if _AS_COMMAND:
     for _s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_s, _exit_during_start_up)
 
@@ -47,7 +48,23 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             print(f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
                   "written", file=sys.stderr, flush=True)
             return EXIT_TERMINATED if term else EXIT_INTERRUPTED
-        return run_main(argv)
+        code = run_main(argv)
+    if _AS_COMMAND:
+        _settle(code)
+    return code
+
+
+def _settle(code: int) -> None:
+    """The command has finished (its outputs are in place or its error was reported): a SIGINT/SIGTERM while Python
+    shuts down (unloading ONNX Runtime takes a while) cannot change that (S09/S10), so it says so and keeps the
+    command's exit code."""
+    def late(signum: int, frame: object) -> None:
+        name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+        os.write(2, f"jasco-run: {name} arrived after the command had finished; its result stands\n".encode())
+        os._exit(code)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, late)
 
 
 def __getattr__(name: str) -> tp.Any:  # lazy: importing jasco_runtime.cli pulls in no backend, numpy or handler

@@ -54,25 +54,34 @@ def fail(prog: str, message: str, code: int, as_json: bool, prefix: str = "error
 def run_command(prog: str, command: Command, args: argparse.Namespace) -> int:
     """Run ``command`` with SIGINT/SIGTERM raising (clean-up runs in ``finally``/``except BaseException``)
     and map the outcome to the documented exit code and one line."""
-    from ..verify import VerificationFailed
-
     as_json = bool(getattr(args, "json", False))
     before = signals.received()
+    done: tp.List[int] = []  # the command's exit code once it returned (a signal after that cannot undo it)
     try:
         try:
             with signals.interrupts():
-                return command.run(args)
+                from ..verify import VerificationFailed  # noqa: F401  (inside: a signal during the import is one line)
+
+                done.append(command.run(args))
+            return done[0]
         except Exception as exc:  # a native library turned a signal into its own error (ONNX Runtime's import or
             if signals.received() == before:  # session init: "initialization failed"): the signal is what happened
                 raise
             raise signals.exception_for(signals.last_signal()) from exc
-    except VerificationFailed as exc:
-        return fail(prog, str(exc), EXIT_FAILED, as_json, prefix="")
     except JascoError as exc:
+        from ..verify import VerificationFailed
+
+        if isinstance(exc, VerificationFailed):
+            return fail(prog, str(exc), EXIT_FAILED, as_json, prefix="")
         return fail(prog, str(exc), EXIT_BAD_INPUT, as_json)
-    except signals.Terminated:
-        return fail(prog, f"terminated by SIGTERM; {command.interrupted}", EXIT_TERMINATED, as_json, prefix="")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if done:  # S09/S10: the signal came after the command finished (its outputs are in place): say so, keep it
+            name = "SIGTERM" if isinstance(exc, signals.Terminated) else "SIGINT"
+            print(f"{prog}: {name} arrived after the command had finished; its result stands", file=sys.stderr,
+                  flush=True)
+            return done[0]
+        if isinstance(exc, signals.Terminated):
+            return fail(prog, f"terminated by SIGTERM; {command.interrupted}", EXIT_TERMINATED, as_json, prefix="")
         return fail(prog, f"interrupted; {command.interrupted}", EXIT_INTERRUPTED, as_json, prefix="")
     except BrokenPipeError:  # `jasco-run ... --json | head`: the reader left; no traceback, no second write
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
