@@ -33,7 +33,8 @@ from serve_process import free_port
 pytestmark = pytest.mark.service
 
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
-SUBSTITUTE = {"engines/jasco-chords-drums-400M": "out/demo/engines/chords-drums"}
+SUBSTITUTE = {"engines/jasco-chords-drums-400M": "out/demo/engines/chords-drums",
+              "engines/M": "out/demo/engines/chords-drums"}
 PRELUDE = """set -euo pipefail
 jasco-export() { python -m jasco_export.cli "$@"; }
 jasco-run() { python -m jasco_runtime.cli "$@"; }
@@ -88,6 +89,12 @@ def sandbox(tmp_path_factory):
         hits[:: 44100 // 4] = 1.0
         wav = np.convolve(hits, rng.standard_normal(2000).astype(np.float32) * np.exp(-np.arange(2000) / 300))[:n]
         sf.write(str(box / name), 0.3 * wav, 44100)
+    # a "song" for the extraction examples: a C–Am–F–G pad (2.5 s each) over the drum loop, as mp3
+    t = np.arange(10 * 44100) / 44100
+    chords = [(261.6, 329.6, 392.0), (220.0, 261.6, 329.6), (174.6, 220.0, 261.6), (196.0, 246.9, 293.7)]
+    pad = sum(np.sin(2 * np.pi * f * t) * ((t // 2.5) == k) for k, notes in enumerate(chords) for f in notes)
+    song = (0.15 * pad + sf.read(str(box / "my_drum_stem.wav"), dtype="float32")[0]).astype(np.float32)
+    sf.write(str(box / "song.mp3"), song / max(1.0, float(np.abs(song).max())), 44100, format="MP3")
     return box
 
 
