@@ -49,15 +49,18 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                   "written", file=sys.stderr, flush=True)
             return EXIT_TERMINATED if term else EXIT_INTERRUPTED
         code = run_main(argv)
-    if _AS_COMMAND:
-        _settle(code)
+        if _AS_COMMAND:  # inside the block: no moment without a handler of ours (the start-up one would lie)
+            _settle(code)
     return code
 
 
-def _settle(code: int) -> None:
+def _settle(code: int) -> tp.NoReturn:
     """The command has finished (its outputs are in place or its error was reported): a SIGINT/SIGTERM while Python
-    shuts down (unloading ONNX Runtime takes a while) cannot change that (S09/S10), so it says so and keeps the
-    command's exit code."""
+    shuts down (unloading ONNX Runtime takes a while, and Python resets its signal handlers then) cannot change that
+    (S09/S10).  So the process ends here, with the command's exit code, once stdout, stderr and the logs are
+    flushed; a signal in between says so and keeps the code."""
+    import logging
+
     def late(signum: int, frame: object) -> None:
         name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
         os.write(2, f"jasco-run: {name} arrived after the command had finished; its result stands\n".encode())
@@ -65,6 +68,13 @@ def _settle(code: int) -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, late)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 def __getattr__(name: str) -> tp.Any:  # lazy: importing jasco_runtime.cli pulls in no backend, numpy or handler
