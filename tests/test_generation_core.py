@@ -116,6 +116,10 @@ class _Counting:
     def bind(self, arrays):
         return self.engine.bind(arrays)
 
+    def run_device(self, inputs, outputs, workspace):
+        self.rows.append(int(next(iter(inputs.values())).shape[0]))
+        return self.engine.run_device(inputs, outputs, workspace)
+
 
 def test_chunking_follows_the_engines_own_profile(tiny_engines):
     """Issue 16 (replaces the chunking test that passed with chunking disabled): with an engine profile of 2
@@ -194,25 +198,30 @@ def test_a_failed_or_cancelled_solve_frees_its_buffers(trt_pipe, trt_standin):
     assert trt_standin.snapshot() == before
 
 
-def test_an_engine_failing_mid_solve_frees_the_solves_buffers(trt_pipe, trt_standin):
+@pytest.mark.parametrize("loop", ["device", "host"])
+def test_an_engine_failing_mid_solve_frees_the_solves_buffers(trt_pipe, trt_standin, loop):
+    """The third flow-step call fails: the device loop's workspace (state, rows, schedules) and the host loop's
+    bound conditions are freed all the same."""
+    trt_pipe.core.device_loop = loop == "device"
     trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
     before = trt_standin.snapshot()
     flow = trt_pipe.engines["flow_step"]
-    real_run, calls = flow.run, []
+    method = "run_device" if loop == "device" else "run"
+    real_run, calls = getattr(flow, method), []
 
-    def failing(feeds):
+    def failing(*args):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("TensorRT execution of flow_step failed")
-        return real_run(feeds)
+        return real_run(*args)
 
-    flow.run = failing
+    setattr(flow, method, failing)
     try:
         with pytest.raises(RuntimeError, match="execution of flow_step failed"):
             trt_pipe.generate(["x"], steps=5, progress=False, **CFG)
     finally:
-        del flow.run
-    assert trt_standin.snapshot() == before
+        delattr(flow, method)
+    assert len(calls) == 3 and trt_standin.snapshot() == before
 
 
 def test_a_prepared_request_pickles_its_stem_once(tiny_engines):
@@ -244,34 +253,66 @@ def test_a_clip_just_shorter_than_the_window_is_trimmed(tiny_engines):
     assert res.audio.shape == (1, 1, 319680)
 
 
-def test_per_nfe_traffic_is_what_crossed_the_device(trt_pipe, trt_standin):
-    """The flow step's host↔device counters (reported per NFE in results, --json and the benchmarks) equal the
-    bytes the stand-in's cudaMemcpy moved during the solve.  Today a fixed-step solve still sends z and t in and
-    v out at every evaluation (issue 16 §5: keeping the ODE state on the device is not done yet)."""
-    trt_pipe.generate(["warm"], steps=1, progress=False, **CFG)
-    flow = trt_pipe.engines["flow_step"]
-    calls = []
-    real_run = flow.run
+def _device_counters(standin) -> tp.Dict[str, int]:
+    gpu = standin.gpu
+    return {"h2d": gpu.traffic["h2d_bytes"], "d2h": gpu.traffic["d2h_bytes"], "d2d": gpu.traffic["d2d_bytes"],
+            "mallocs": gpu.mallocs, "frees": gpu.frees}
 
-    def run(feeds):
-        keys = ("h2d_bytes", "d2h_bytes", "d2d_bytes")
-        before = [trt_standin.gpu.traffic[k] for k in keys] + [trt_standin.gpu.mallocs]
-        out = real_run(feeds)
-        after = [trt_standin.gpu.traffic[k] for k in keys] + [trt_standin.gpu.mallocs]
-        calls.append(dict(zip(("h2d", "d2h", "d2d", "mallocs"), (a - b for a, b in zip(after, before)))))
-        return out
 
-    flow.run = run
-    try:
-        res = trt_pipe.generate(["a", "b"], steps=4, seed=0, progress=False, **CFG)
-    finally:
-        del flow.run
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun"])
+def test_a_fixed_step_solve_moves_nothing_between_host_and_device_per_evaluation(trt_pipe, trt_standin, solver):
+    """Issue 16 §5: on the TensorRT stand-in, between two evaluations (``cancel`` is asked before each) the device
+    saw no copy in any direction and no allocation or free — counted by the stand-in's CUDA, not by the project —
+    while both engines ran; the latents equal the host loop's on the same engines.  The host loop sends z and t in
+    and v out at every evaluation (the old design), which this test measures too."""
+    kw = dict(steps=3, seed=0, progress=False, chords="C:0 F:4", **{**CFG, "solver": solver})
+    per_eval = {}
+    for loop in ("device", "host"):
+        trt_pipe.core.device_loop = loop == "device"
+        seen = []
+
+        def cancel() -> bool:
+            seen.append((_device_counters(trt_standin), trt_standin.executions))
+            return False
+
+        res = trt_pipe.generate(["a", "b"], cancel=cancel, **kw)
+        assert res.ode_loop == loop and len(seen) == res.nfe == (3 if solver == "euler" else 6)
+        per_eval[loop] = [({k: b[0][k] - a[0][k] for k in a[0]}, b[1] - a[1]) for a, b in zip(seen, seen[1:])]
+        per_eval[loop + "_latents"] = res.latents
+        per_eval[loop + "_traffic"] = res.traffic
     rows, T, D = 2 * 3, 500, 128  # 2 prompts × 3 CFG terms
-    assert res.nfe == 4 and len(calls) == 4
-    assert all(c == {"h2d": rows * T * D * 4 + rows * 4, "d2h": rows * T * D * 4, "d2d": 0, "mallocs": 0}
-               for c in calls), calls
-    assert res.traffic == {"h2d_bytes_per_nfe": rows * T * D * 4 + rows * 4, "d2h_bytes_per_nfe": rows * T * D * 4,
-                           "allocations_per_nfe": 0.0}
+    nothing = {"h2d": 0, "d2h": 0, "d2d": 0, "mallocs": 0, "frees": 0}
+    assert all(c == nothing and runs == 2 for c, runs in per_eval["device"]), per_eval["device"]  # flow + solver step
+    assert all(c["h2d"] == rows * T * D * 4 + rows * 4 and c["d2h"] == rows * T * D * 4 and c["mallocs"] == 0
+               for c, _ in per_eval["host"]), per_eval["host"]
+    assert per_eval["device_traffic"]["h2d_bytes_per_nfe"] == per_eval["device_traffic"]["allocations_per_nfe"] == 0
+    assert per_eval["device_traffic"]["d2h_bytes_per_nfe"] == 0
+    assert per_eval["device_traffic"]["d2h_bytes_per_solve"] == 2 * T * D * 4  # the final state, once
+    assert per_eval["host_traffic"]["h2d_bytes_per_nfe"] == rows * T * D * 4 + rows * 4
+    np.testing.assert_allclose(per_eval["device_latents"], per_eval["host_latents"], rtol=0, atol=1e-6)
+
+
+def test_the_device_loop_is_the_host_loop_on_the_cpu(tiny_engines):
+    """The device loop forced on ONNX Runtime CPU (the same solver_step graph TensorRT runs) reproduces the numpy
+    solver bit for bit for Euler, midpoint and Heun, with one and with three CFG terms, and in chunks."""
+    from jasco_runtime import JascoPipeline
+
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    noise = np.random.default_rng(0).standard_normal((2, 500, 128)).astype(np.float32)
+    for solver, cfg in (("euler", (1.25, 2.5)), ("midpoint", (1.25, 2.5)), ("heun", (1.0, 0.0)), ("heun", (2.0, 0.0))):
+        kw = dict(chords="C:0 F:4", steps=3, init_noise=noise, progress=False, cfg_coef_all=cfg[0],
+                  cfg_coef_txt=cfg[1], solver=solver)
+        pipe.core.device_loop = False
+        ref = pipe.generate(["a", "bb"], **kw)
+        pipe.core.device_loop = True
+        got = pipe.generate(["a", "bb"], **kw)
+        assert (ref.ode_loop, got.ode_loop) == ("host", "device")
+        np.testing.assert_array_equal(got.latents, ref.latents, err_msg=f"{solver} {cfg}")
+    flow = pipe.engines["flow_step"] = _Counting(pipe.engines["flow_step"], max_batch=3)
+    step = pipe.engines["solver_step"] = _Counting(pipe.engines["solver_step"], max_batch=1)
+    got = pipe.generate(["a", "bb"], **kw)
+    np.testing.assert_array_equal(got.latents, ref.latents)
+    assert flow.rows == [3, 1] * 6 and step.rows == [1, 1] * 6  # 2 × 2 rows in chunks of 3, 2 prompts one by one
 
 
 def test_cancel_is_asked_between_evaluations(tiny_engines):

@@ -16,3 +16,7 @@ def first_line(exc: BaseException, limit: int = 0) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0].strip() if text else type(exc).__name__
     return line[:limit] if limit > 0 else line
+
+
+class Cancelled(JascoError):
+    """The caller cancelled the generation (a timed-out or disconnected request)."""

@@ -9,10 +9,18 @@ The vector field is two functions (audiocraft models/flow_matching.py ``estimate
 over the term-major rows of every member of a solve, then each member's CFG combination with its own terms
 (:func:`guidance.combine_vector_fields`).  A solve's device copies of the conditions are owned by the
 :meth:`GenerationCore.guided_field` context manager and freed on every path (exceptions, SIGTERM, cancellation).
+
+On a GPU backend a fixed-step solve of an unwrapped guided field runs as a loop on the device
+(:mod:`jasco_runtime.device_solve`: the CFG sum and the stage updates in the exported ``solver_step`` graph, 0
+host↔device bytes per evaluation); dopri5, a wrapped field (a long song's continuation), an export without
+``solver_step`` and one-graph-at-a-time engines solve on the host.  ``GenerationCore.device_loop``: None (default)
+uses the device loop where the flow step runs on a GPU, True everywhere it can run (tests run it on the CPU),
+False never.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import typing as tp
 from dataclasses import dataclass, field
@@ -21,8 +29,9 @@ import numpy as np
 
 from . import separation
 from .backends.base import Traffic, bound_chunks
+from .device_solve import DeviceSolve, device_solver_available
 from .conditioning import Conditions, ConditionProvider, PreparedRequest, WindowInputs
-from .errors import JascoError
+from .errors import Cancelled, JascoError
 from .export_folder import ExportFolder
 from .guidance import CFGTerm, combine_vector_fields
 from .solvers import ODEResult, SolverSettings, VectorField, solve
@@ -32,6 +41,7 @@ if tp.TYPE_CHECKING:  # pragma: no cover
     from .engine_set import EngineSet
     from .longform import WindowResult
 
+logger = logging.getLogger(__name__)
 SEED_RANGE = 2 ** 31  # seeds drawn for a request that gave none: small enough to type back
 Cancel = tp.Callable[[], bool]
 RowsField = tp.Callable[[float, np.ndarray], np.ndarray]
@@ -40,10 +50,6 @@ RowsField = tp.Callable[[float, np.ndarray], np.ndarray]
 def draw_seed() -> int:
     """A seed for a request that gave none (reported back, so the clip can be generated again)."""
     return secrets.randbelow(SEED_RANGE)
-
-
-class Cancelled(JascoError):
-    """The caller cancelled the generation (a timed-out or disconnected request)."""
 
 
 @dataclass
@@ -56,7 +62,8 @@ class GenerationResult:
     terms: tp.List[CFGTerm] = field(default_factory=list)
     windows: tp.List["WindowResult"] = field(default_factory=list)  # songs > 1 window: each window
     seed: tp.Optional[int] = None  # the seed of the initial noise (drawn when the request gave none)
-    traffic: tp.Dict[str, float] = field(default_factory=dict)  # flow-step host↔device bytes / allocations per NFE
+    traffic: tp.Dict[str, float] = field(default_factory=dict)  # ODE loop host↔device bytes / allocations per NFE
+    ode_loop: str = "host"  # where the ODE state lived: "device" (every solve) or "host"
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,13 +84,55 @@ def _term_major(members: tp.Sequence[Member], pick: tp.Callable[[Conditions], np
     return np.concatenate(parts, axis=0)
 
 
+class GuidedField:
+    """The guided vector field of one solve: callable ``f(t, z)`` on host arrays (the flow step's conditions bound
+    to its device on first use, for the block of :meth:`GenerationCore.guided_field`), or solved as a whole on
+    the device by :meth:`GenerationCore.solve`."""
+
+    def __init__(self, core: "GenerationCore", members: tp.Sequence[Member], stack: contextlib.ExitStack):
+        n = len(members[0].terms)
+        if any(len(m.terms) != n for m in members):
+            raise ValueError("members of one solve must have the same number of CFG terms")
+        self.core, self.members, self.n_terms, self._stack = core, list(members), n, stack
+        self.conditions = Conditions(_term_major(members, lambda c: c.text),
+                                     {k: _term_major(members, lambda c, k=k: c.temporal[k])
+                                      for k in members[0].conditions.temporal})
+        self._rows: tp.Optional[RowsField] = None
+
+    def bind(self) -> None:
+        """Bind the conditions for host evaluations (once)."""
+        if self._rows is None:
+            self._rows = self._stack.enter_context(self.core.rows_field(self.conditions))
+
+    def weights(self) -> np.ndarray:
+        """[ΣB, n] each prompt's CFG weight per term (a single term is unweighted: 1)."""
+        rows = [[t.weight for t in m.terms] if self.n_terms > 1 else [1.0] for m in self.members for _ in range(m.batch)]
+        return np.asarray(rows, np.float32)
+
+    def __call__(self, t: float, z: np.ndarray) -> np.ndarray:
+        self.bind()
+        members, n = self.members, self.n_terms
+        v = self._rows(t, np.concatenate([z] * n, axis=0) if n > 1 else z)  # [n·ΣB, T, D], term-major
+        if len(members) == 1:
+            return combine_vector_fields(v, list(members[0].terms))
+        total = sum(m.batch for m in members)
+        out, o = [], 0
+        for m in members:
+            own = np.concatenate([v[i * total + o:i * total + o + m.batch] for i in range(n)], axis=0)
+            out.append(combine_vector_fields(own, list(m.terms)))
+            o += m.batch
+        return np.concatenate(out, axis=0)
+
+
 class GenerationCore:
     """An export folder's engines and condition provider, and everything one solve does with them."""
 
-    def __init__(self, folder: ExportFolder, engines: "EngineSet", conditioner: ConditionProvider):
+    def __init__(self, folder: ExportFolder, engines: "EngineSet", conditioner: ConditionProvider,
+                 device_loop: tp.Optional[bool] = None):
         self.folder = folder
         self.engines = engines
         self.conditioner = conditioner
+        self.device_loop = device_loop  # module docstring
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def encode(self, window: WindowInputs, terms: tp.Sequence[CFGTerm],
@@ -128,30 +177,23 @@ class GenerationCore:
             yield rows
 
     @contextlib.contextmanager
-    def guided_field(self, members: tp.Sequence[Member]) -> tp.Iterator[VectorField]:
+    def guided_field(self, members: tp.Sequence[Member]) -> tp.Iterator[GuidedField]:
         """The guided vector field of a solve of one or more members (same number of CFG terms): z [ΣB, T, D] is
         repeated per term, one engine call covers every row, each member combines its own rows with its own
         weights.  Device buffers live for the block."""
-        n = len(members[0].terms)
-        if any(len(m.terms) != n for m in members):
-            raise ValueError("members of one solve must have the same number of CFG terms")
-        total = sum(m.batch for m in members)
-        conditions = Conditions(_term_major(members, lambda c: c.text),
-                                {k: _term_major(members, lambda c, k=k: c.temporal[k])
-                                 for k in members[0].conditions.temporal})
-        offsets = np.cumsum([0] + [m.batch for m in members])[:-1]
-        with self.rows_field(conditions) as rows:
-            def guided(t: float, z: np.ndarray) -> np.ndarray:
-                v = rows(t, np.concatenate([z] * n, axis=0) if n > 1 else z)  # [n·ΣB, T, D], term-major
-                if len(members) == 1:
-                    return combine_vector_fields(v, list(members[0].terms))
-                out = []
-                for m, o in zip(members, offsets):
-                    own = np.concatenate([v[i * total + o:i * total + o + m.batch] for i in range(n)], axis=0)
-                    out.append(combine_vector_fields(own, list(m.terms)))
-                return np.concatenate(out, axis=0)
+        with contextlib.ExitStack() as stack:
+            yield GuidedField(self, members, stack)
 
-            yield guided
+    def device_loop_for(self, f: VectorField, settings: SolverSettings) -> tp.Optional[str]:
+        """None when this solve runs on the device (:mod:`jasco_runtime.device_solve`), else why it does not."""
+        flow = self.engines["flow_step"]
+        if self.device_loop is False or (self.device_loop is None and flow.device == "cpu"):
+            return "the flow step runs on the host"
+        if not isinstance(f, GuidedField):
+            return "the vector field is wrapped (a long song's continuation)"
+        if self.engines.one_at_a_time:
+            return "the engines are opened one at a time"
+        return device_solver_available(flow, self.engines.get("solver_step"), settings)
 
     # -- solve, decode ---------------------------------------------------------------------------------------
     def solve(self, settings: SolverSettings, f: VectorField, z0: np.ndarray,
@@ -160,23 +202,40 @@ class GenerationCore:
         """One ODE solve; ``progress()`` after each evaluation; ``cancel()`` is asked before each one and a True
         ends the solve with :class:`Cancelled` (the field's buffers are freed by its block).  ``traffic``: adds
         what the flow step copied between host and device during the solve."""
-        engine = self.engines["flow_step"]
-        before = engine.traffic.copy()
         def callback(nfe: int, estimate: int) -> None:
             if progress is not None:
                 progress()
 
-        def checked(t: float, z: np.ndarray) -> np.ndarray:
-            if cancel is not None and cancel():
-                raise Cancelled("the generation was cancelled (the request timed out or the client went away)")
-            return f(t, z)
+        why_not = self.device_loop_for(f, settings)
+        if why_not is None:
+            assert isinstance(f, GuidedField)
+            flow, step = self.engines["flow_step"], self.engines["solver_step"]
+            loop = Traffic()
+            setup = [e.traffic.copy() for e in (flow, step)]
+            with Stopwatch(timings)("flow"):
+                res = DeviceSolve(flow, step, f.conditions.feeds(), f.weights()).solve(
+                    settings, z0, callback=callback, cancel=cancel, loop_traffic=loop)
+            if traffic is not None:
+                spent = [e.traffic.since(b) for e, b in zip((flow, step), setup)]
+                traffic.add(loop, once=Traffic(sum(x.h2d for x in spent) - loop.h2d, sum(x.d2h for x in spent) - loop.d2h,
+                                               sum(x.allocations for x in spent) - loop.allocations), device=True)
+        else:
+            if self.device_loop is not False and self.engines["flow_step"].device != "cpu":
+                logger.info("the ODE state stays on the host for this solve: %s", why_not)
+            if isinstance(f, GuidedField):
+                f.bind()  # the conditions' copy is the solve's set-up, not part of its evaluations
+            engine = self.engines["flow_step"]
+            before = engine.traffic.copy()
 
-        with Stopwatch(timings)("flow"):
-            res = solve(settings, checked if cancel is not None else f, z0, callback=callback)
-        if traffic is not None:
-            spent = engine.traffic.since(before)
-            traffic.h2d, traffic.d2h = traffic.h2d + spent.h2d, traffic.d2h + spent.d2h
-            traffic.allocations += spent.allocations
+            def checked(t: float, z: np.ndarray) -> np.ndarray:
+                if cancel is not None and cancel():
+                    raise Cancelled("the generation was cancelled (the request timed out or the client went away)")
+                return f(t, z)
+
+            with Stopwatch(timings)("flow"):
+                res = solve(settings, checked if cancel is not None else f, z0, callback=callback)
+            if traffic is not None:
+                traffic.add(engine.traffic.since(before), device=False)
         if timings is not None:
             timings["nfe"] = timings.get("nfe", 0) + res.nfe
             timings["flow_per_eval"] = timings["flow"] / max(timings["nfe"], 1)
@@ -212,9 +271,8 @@ class GenerationCore:
                windows: tp.Optional[tp.List["WindowResult"]] = None,
                traffic: tp.Optional[Traffic] = None) -> GenerationResult:
         timings.pop("nfe", None)
-        per_nfe = {} if traffic is None else {"h2d_bytes_per_nfe": traffic.h2d / max(nfe, 1),
-                                              "d2h_bytes_per_nfe": traffic.d2h / max(nfe, 1),
-                                              "allocations_per_nfe": traffic.allocations / max(nfe, 1)}
+        per_nfe = {} if traffic is None else traffic.report(nfe)
+        loop = "device" if traffic is not None and traffic.solves and traffic.device_solves == traffic.solves else "host"
         return GenerationResult(audio=audio, latents=latents, sample_rate=self.folder.sample_rate, nfe=nfe,
                                 timings=timings, terms=list(prepared.terms), windows=list(windows or []), seed=seed,
-                                traffic=per_nfe)
+                                traffic=per_nfe, ode_loop=loop)

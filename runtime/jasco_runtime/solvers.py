@@ -257,6 +257,23 @@ def _rms_norm(x: np.ndarray) -> np.floating:
     return np.sqrt(total / d(sq.size))
 
 
+def _stage_times(tab: ButcherTableau, t0_: np.floating, dt_: np.floating, t1_: np.floating,
+                 perturb: bool = False) -> tp.List[np.floating]:
+    """Times of stages 1.. of an RK step, in the state dtype (torchdiffeq ``_runge_kutta_step``)."""
+    d = type(t0_)
+    return [(np.nextafter(t1_, t1_ - d(1)) if perturb else t1_) if a == 1.0 else t0_ + d(a) * dt_ for a in tab.alpha]
+
+
+def _euler_grid(n: int, d: tp.Type[np.floating]) -> tp.Iterator[tp.Tuple[np.floating, np.floating]]:
+    """(t, t_next) of the ``n`` fixed steps: ``dt = 1 / n`` (a Python float), ``t_{k+1} = t_k + dt`` in the
+    state dtype (audiocraft/models/flow_matching.py)."""
+    dt, t = 1 / n, d(0)
+    for _ in range(n):
+        t_next = t + d(dt)
+        yield t, t_next
+        t = t_next
+
+
 def _rk_step(field: _Field, tab: ButcherTableau, z0: np.ndarray, f0: np.ndarray, t0: float, dt: float,
              t1: float, perturb: bool = False):
     """One explicit RK step (torchdiffeq ``_runge_kutta_step``): time, coefficients and state in
@@ -267,11 +284,7 @@ def _rk_step(field: _Field, tab: ButcherTableau, z0: np.ndarray, f0: np.ndarray,
     t0_, dt_, t1_ = d(t0), d(dt), d(t1)
     k = [f0]
     zi = z0
-    for alpha_i, beta_i in zip(tab.alpha, tab.beta):
-        if alpha_i == 1.0:
-            ti = np.nextafter(t1_, t1_ - d(1)) if perturb else t1_
-        else:
-            ti = t0_ + d(alpha_i) * dt_
+    for ti, beta_i in zip(_stage_times(tab, t0_, dt_, t1_, perturb), tab.beta):
         zi = z0 + _torch_sum([kj * (d(b) * dt_) for kj, b in zip(k, beta_i)])
         k.append(field(ti, zi))
     z1 = zi if tab.fsal else z0 + _torch_sum([kj * (d(c) * dt_) for kj, c in zip(k, tab.c_sol)])
@@ -287,12 +300,8 @@ def _fixed_step_solve(f: VectorField, z0: tp.Any, steps: tp.Any, tab: ButcherTab
     z = _check_state(z0)
     d = z.dtype.type
     field = _Field(f, z, callback, estimate=n * tab.n_stages)
-    dt = 1 / n
-    t = d(0)
-    for _ in range(n):
-        t_next = t + d(dt)
-        z, _, _ = _rk_step(field, tab, z, field(t, z), t, dt, t_next)
-        t = t_next
+    for t, t_next in _euler_grid(n, d):
+        z, _, _ = _rk_step(field, tab, z, field(t, z), t, 1 / n, t_next)
     if not np.isfinite(z).all():
         raise SolverError("the state became non-finite: the vector field returned NaN/inf or the steps are too large")
     return ODEResult(z=z, nfe=field.nfe, n_steps=n)
@@ -479,6 +488,43 @@ class SolverSettings:
         """Evaluations of a fixed-step solve (None for dopri5: it adapts)."""
         per_step = {"euler": 1, "midpoint": 2, "heun": 2}
         return None if not self.fixed_step or self.steps is None else per_step[self.solver] * self.steps
+
+
+@dataclass(frozen=True)
+class StageEvaluation:
+    """One evaluation of a fixed-step solve as a loop on the device runs it: the field at ``t`` of the current
+    stage input, then the next stage input ``base + (c_prev · k_prev + c_new · v)`` where ``base`` is the
+    step's start state and ``k_prev`` the step's first derivative (``uses_first``; else zero) — the same
+    float32 products and sums as :func:`_rk_step`.  ``keeps_first``: ``v`` is the step's first derivative;
+    ``ends_step``: the next stage input is the next step's state."""
+
+    t: float
+    c_prev: float
+    c_new: float
+    uses_first: bool
+    keeps_first: bool
+    ends_step: bool
+
+
+def stage_evaluations(settings: SolverSettings, dtype: tp.Any = np.float32) -> tp.List[StageEvaluation]:
+    """The evaluations of a fixed-step solve (euler, midpoint, heun: at most two stages, so a stage input adds at
+    most two derivatives), in order.  dopri5 adapts its steps on the host: it has no schedule."""
+    if not settings.fixed_step:
+        raise ValueError("dopri5 adapts its step size: it has no fixed evaluation schedule")
+    tab = {"euler": EULER_TABLEAU, "midpoint": MIDPOINT_TABLEAU, "heun": HEUN_TABLEAU}[settings.solver]
+    n = _check_steps(settings.steps)
+    d = np.dtype(dtype).type
+    dt_ = d(1 / n)
+    out: tp.List[StageEvaluation] = []
+    for t, t_next in _euler_grid(n, d):
+        if tab.n_stages == 1:  # z + Σ[k0·(c·dt)]: one term, the sum is the term
+            out.append(StageEvaluation(float(t), 0.0, float(d(tab.c_sol[0]) * dt_), False, False, True))
+            continue
+        (t1,), ((b,),) = _stage_times(tab, t, dt_, t_next), tab.beta
+        out.append(StageEvaluation(float(t), 0.0, float(d(b) * dt_), False, True, False))
+        out.append(StageEvaluation(float(t1), float(d(tab.c_sol[0]) * dt_), float(d(tab.c_sol[1]) * dt_),
+                                   True, False, True))
+    return out
 
 
 def solve(settings: SolverSettings, f: VectorField, z0: np.ndarray,

@@ -17,6 +17,10 @@ flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] 
 encodec_decoder    latents [B, F, 128] (normalized; F frames,    audio [B, 1, F · hop]; un-normalisation
                    T ≤ F ≤ max_duration · frame rate)           folded in (F dynamic: songs > 10 s)
 encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
+solver_step        v_rows [P, terms, T, 128] (the flow step's     v [P, T, 128] guided field, z [P, T, 128] next
+                   rows, prompt-major), weights [P, terms],      stage input base + (c₀·k_prev + c₁·v), z_rows
+                   base [P, T, 128], k_prev [P, T, 128], c [2]   [P, terms, T, 128] (z repeated per term); no
+                                                                weights: the ODE loop on the device
 drums_separator    mix [B, 2, L], spec [B, 4, 2048, T'] (htdemucs  drums_spec [B, 4, 2048, T'], drums_wave [B, 2, L]
                    segment at 44.1 kHz and its numpy STFT)       (STFT/iSTFT, apply_model in the runtime; only
                                                                 with a separator: graphs/separator.py)
@@ -157,6 +161,22 @@ class FlowStep(nn.Module):
         return self.flow(z, t, conds)
 
 
+class SolverStep(nn.Module):
+    """The host-side arithmetic of one ODE evaluation, as a graph, so a GPU solve keeps its state on the device.
+
+    The multi-source CFG sum of audiocraft's ``_multi_source_cfg_postprocess`` (models/flow_matching.py) over the
+    flow step's rows of each prompt (``weights`` per prompt and term; one term weighs 1: unweighted), then the
+    next Runge-Kutta stage input ``base + (c₀·k_prev + c₁·v)`` in the order of the runtime's numpy stepper
+    (jasco_runtime/solvers.py ``_rk_step``: a stage input adds at most two stage derivatives for Euler,
+    midpoint and Heun), repeated once per CFG term as the next evaluation's rows."""
+
+    def forward(self, v_rows: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, k_prev: torch.Tensor,
+                c: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v = (v_rows * weights[:, :, None, None]).sum(dim=1)
+        z = base + (c[0] * k_prev + c[1] * v)
+        return v, z, z.unsqueeze(1).expand_as(v_rows)
+
+
 class EncodecDecoder(nn.Module):
     """Normalized latents [B, T, D] → audio; folds audiocraft's latent un-normalisation in."""
 
@@ -232,6 +252,18 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         {"batch": batch, "text_len": text_len},
         "vector field v_θ(z, t | text, temporal conditions) for every CFG row",
         fp32_ops=("LayerNorm", "Softmax"), precisions=("fp32", "fp16", "int8"))
+    flow_dim = cfg.transformer.flow_dim
+    graphs["solver_step"] = GraphSpec(
+        "solver_step", SolverStep(),
+        [TensorSpec("v_rows", "float32", ("batch", "terms", T, flow_dim)),
+         TensorSpec("weights", "float32", ("batch", "terms")),
+         TensorSpec("base", "float32", ("batch", T, flow_dim)), TensorSpec("k_prev", "float32", ("batch", T, flow_dim)),
+         TensorSpec("c", "float32", (2,))],
+        [TensorSpec("v", "float32", ("batch", T, flow_dim)), TensorSpec("z", "float32", ("batch", T, flow_dim)),
+         TensorSpec("z_rows", "float32", ("batch", "terms", T, flow_dim))],
+        {"batch": ProfileRange(1, 1, max_batch), "terms": ProfileRange(1, 3, 3)},
+        "CFG sum per prompt and the next Euler/midpoint/Heun stage input, on the device (no weights; fp32)",
+        precisions=("fp32",))
     if "self_wav" in conds and getattr(jasco, "separator", None) is not None:
         from ..reference.separation import single_model
         from .separator import declare_separator

@@ -76,6 +76,18 @@ def _melody(jasco: tp.Any) -> tp.Optional[torch.Tensor]:
     return (torch.rand(conds["melody"].card, jasco.n_frames, generator=g) > 0.9).float()
 
 
+def _solver_step_inputs(jasco: tp.Any, prompts: int, g: torch.Generator) -> tp.Dict[str, torch.Tensor]:
+    """A Heun corrector evaluation of a solve with the golden CFG terms: velocities of field size, the state
+    of noise scale, Euler-grid coefficients for 8 steps."""
+    terms = cfg_terms(*CFG)
+    shape = (prompts, jasco.n_frames, jasco.model.flow_dim)
+    dt = torch.tensor(1 / 8, dtype=torch.float32)
+    return {"v_rows": torch.randn(prompts, len(terms), *shape[1:], generator=g),
+            "weights": torch.tensor([[t.weight if len(terms) > 1 else 1.0 for t in terms]] * prompts, dtype=torch.float32),
+            "base": torch.randn(*shape, generator=g), "k_prev": torch.randn(*shape, generator=g),
+            "c": torch.stack([0.5 * dt, 0.5 * dt])}
+
+
 def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[str, tp.Dict[str, tp.Dict[str, torch.Tensor]]]:
     """graph → case → inputs.  ``realistic``: what a generation feeds the graph (tokenized prompts, a drum stem,
     reference conditions); ``random``: random inputs at mid-profile sizes."""
@@ -95,6 +107,8 @@ def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[s
                  "drums_encoder": {"wav": drums.reshape(1, 1, S)}, "flow_step": flow,
                  "encodec_decoder": {"latents": torch.randn(1, jasco.n_frames, jasco.cfg.latent_dim, generator=g) * 0.8},
                  "encodec_encoder": {"wav": drums.reshape(1, 1, S)}}
+    if "solver_step" in graphs:
+        realistic["solver_step"] = _solver_step_inputs(jasco, len(PROMPTS), g)
     if "drums_separator" in graphs:
         realistic["drums_separator"] = _separator_inputs(jasco)
     gen = torch.Generator().manual_seed(1234)

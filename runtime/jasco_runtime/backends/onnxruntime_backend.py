@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .base import Engine, Traffic, host_binding
+from .base import DeviceArray, Engine, HostWorkspace, Traffic, Workspace, host_binding, run_on_host
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..export_folder import ArtifactKey, ExportFolder
@@ -79,6 +79,43 @@ def tensorrt_ep_options(folder: "ExportFolder", key: "ArtifactKey") -> tp.Dict[s
             "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache),
             **ort_profile_options(profile_shapes(folder.graphs[key.graph]))}
+
+
+class CudaWorkspace(Workspace):
+    """Device arrays of one loop as ``OrtValue``s on CUDA (freed with the workspace); calls bind them by address
+    through IOBinding."""
+
+    def __init__(self, owner: "OnnxRuntimeEngine"):
+        self.owner = owner
+        self.values: tp.List[tp.Any] = []
+
+    def _wrap(self, value: tp.Any, dtype: np.dtype) -> DeviceArray:
+        self.values.append(value)
+        self.owner.traffic.allocations += 1
+        return DeviceArray(value, int(value.data_ptr()), tuple(int(d) for d in value.shape()), np.dtype(dtype))
+
+    def empty(self, shape: tp.Sequence[int], dtype: tp.Any = np.float32) -> DeviceArray:
+        import onnxruntime as ort
+
+        shape = [int(d) for d in shape]
+        return self._wrap(ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(dtype).type, "cuda", 0), dtype)
+
+    def upload(self, array: np.ndarray) -> DeviceArray:
+        import onnxruntime as ort
+
+        host = np.ascontiguousarray(array)
+        self.owner.traffic.h2d += host.nbytes
+        return self._wrap(ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0), host.dtype)
+
+    def download(self, array: DeviceArray) -> np.ndarray:
+        if array.ptr != int(array.memory.data_ptr()):
+            raise ValueError("download a whole workspace array, not a view of one")
+        out = array.memory.numpy()
+        self.owner.traffic.d2h += out.nbytes
+        return out
+
+    def close(self) -> None:
+        self.values.clear()
 
 
 class OnnxRuntimeEngine(Engine):
@@ -168,6 +205,27 @@ class OnnxRuntimeEngine(Engine):
             yield bound
         finally:
             bound.clear()
+
+    def workspace(self) -> Workspace:
+        """Host arrays on the CPU provider; ``OrtValue``s on CUDA."""
+        return HostWorkspace() if not self.on_gpu else CudaWorkspace(self)
+
+    def run_device(self, inputs: tp.Mapping[str, DeviceArray], outputs: tp.Mapping[str, DeviceArray],
+                   workspace: Workspace) -> None:
+        """CPU: run on the host arrays and write the outputs in place.  CUDA: bind every array by its address
+        (IOBinding), so inputs are read and outputs written where they are."""
+        if self.session is None:
+            raise RuntimeError(f"{self.name}: the engine was closed")
+        if not self.on_gpu:
+            run_on_host(self, inputs, outputs)
+            return
+        binding = self.session.io_binding()
+        for names, bind, arrays in ((self.input_names, binding.bind_input, inputs),
+                                    (self.output_names, binding.bind_output, outputs)):
+            for k in names:
+                a = arrays[k]
+                bind(k, "cuda", 0, a.dtype.type, list(a.shape), a.ptr)
+        self.session.run_with_iobinding(binding)
 
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees its memory with it)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, JascoError
-from .base import Engine, Traffic
+from .base import DeviceArray, Engine, Traffic, Workspace
 
 logger = logging.getLogger(__name__)
 REBUILD = "rebuild them on this machine with `jasco-run build-engines ENGINES_DIR`"
@@ -101,6 +101,56 @@ class _DeviceOutput:
         if self.traffic is not None:
             self.traffic.d2h += out.nbytes
         return out
+
+
+class DeviceWorkspace(Workspace):
+    """Device arrays of one loop, each its own ``cudaMalloc`` (256-byte aligned, as ``set_tensor_address``
+    needs), and the stream their work is queued on (the engine's: engines running on the workspace's arrays
+    queue on it too, so their calls are ordered without a host synchronisation).  ``close`` frees every array."""
+
+    def __init__(self, owner: "TensorRTEngine"):
+        if owner.stream is None:
+            raise RuntimeError(f"{owner.name}: the engine was closed")
+        self.owner, self.stream = owner, owner.stream
+        self._buffers: tp.List[tp.Any] = []
+
+    def empty(self, shape: tp.Sequence[int], dtype: tp.Any = np.float32) -> DeviceArray:
+        from ..tensorrt import device
+
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        buf = device.allocate(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        self._buffers.append(buf)
+        self.owner.traffic.allocations += 1
+        return DeviceArray(buf, int(buf.ptr), shape, dtype)
+
+    def upload(self, array: np.ndarray) -> DeviceArray:
+        from ..tensorrt import device
+
+        host = np.ascontiguousarray(array)
+        out = self.empty(host.shape, host.dtype)
+        device.copy_host_to_device(out.memory, host, self.stream)
+        self.owner.traffic.h2d += host.nbytes
+        return out
+
+    def download(self, array: DeviceArray) -> np.ndarray:
+        from ..tensorrt import device
+
+        if array.ptr != int(array.memory.ptr):
+            raise ValueError("download a whole workspace array, not a view of one")
+        out = device.copy_device_to_host(np.empty(array.shape, array.dtype), array.memory, self.stream)
+        self.owner.traffic.d2h += out.nbytes
+        return out
+
+    def close(self) -> None:
+        buffers, self._buffers = self._buffers, []
+        errors = []
+        for buf in buffers:
+            try:
+                buf.free()
+            except Exception as exc:  # noqa: BLE001 - every buffer is freed, the first error raised after
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 _LOGGER: tp.List[tp.Any] = []
@@ -291,6 +341,35 @@ class TensorRTEngine(Engine):
 
     def run(self, feeds: tp.Mapping[str, tp.Any]) -> tp.Dict[str, np.ndarray]:
         return {n: out.numpy() for n, out in self._execute(feeds).items()}
+
+    def workspace(self) -> DeviceWorkspace:
+        return DeviceWorkspace(self)
+
+    def run_device(self, inputs: tp.Mapping[str, DeviceArray], outputs: tp.Mapping[str, DeviceArray],
+                   workspace: Workspace) -> None:
+        """Bind device arrays as the call's inputs and outputs and queue it on the workspace's stream: no copy,
+        no allocation.  Shapes are checked against the profile and the outputs TensorRT infers."""
+        if self.stream is None:
+            raise RuntimeError(f"{self.name}: the engine was closed")
+        if not isinstance(workspace, DeviceWorkspace):
+            raise TypeError(f"{self.name}: run_device needs a TensorRT device workspace")
+        missing = (set(self.input_names) - set(inputs)) | (set(self.output_names) - set(outputs))
+        if missing:
+            raise ValueError(f"{self.name}: missing device arrays for {sorted(missing)}")
+        for name in self.input_names:
+            arr = inputs[name]
+            if arr.dtype != self.dtypes[name]:
+                raise ValueError(f"{self.name}: input {name} is {arr.dtype}, the engine expects {self.dtypes[name]}")
+            self._set_shape(name, arr.shape)
+            self._bind(name, arr.ptr)
+        for name in self.output_names:
+            arr, shape = outputs[name], self._output_shape(name)
+            if tuple(arr.shape) != shape or arr.dtype != self.dtypes[name]:
+                raise ValueError(f"{self.name}: output {name} is {list(shape)} {self.dtypes[name]}, its array "
+                                 f"{list(arr.shape)} {arr.dtype}")
+            self._bind(name, arr.ptr)
+        if not self.context.execute_async_v3(workspace.stream.handle):
+            raise RuntimeError(f"TensorRT execution of {self.name} failed (see the TensorRT error above)")
 
     @contextlib.contextmanager
     def bind(self, arrays: tp.Mapping[str, np.ndarray]) -> tp.Iterator[tp.Dict[str, "DeviceTensor"]]:
