@@ -295,7 +295,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
 
     from .models import ensure_export
 
-    graphs = ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
+    graphs = ["text_encoder", "drums_encoder", "flow_step", "solver_step", "encodec_decoder"]
     folder = ensure_export(model, graphs, [args.precision], args.cache)
     try:
         current = "frames" in ExportFolder.open(folder).graphs["encodec_decoder"].profile

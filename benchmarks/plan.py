@@ -47,7 +47,10 @@ class Plan:
     def graphs(self, has_drums: bool) -> tp.List[str]:
         """The graphs the planned components run (end to end: every graph the pipeline runs)."""
         comps = set(COMPONENTS[:-1]) if "end_to_end" in self.components else set(self.components)
-        return sorted(GRAPH_OF[c] for c in comps if c in GRAPH_OF and (c != "drums_encoder" or has_drums))
+        graphs = {GRAPH_OF[c] for c in comps if c in GRAPH_OF and (c != "drums_encoder" or has_drums)}
+        if "end_to_end" in self.components:
+            graphs.add("solver_step")  # the device-resident ODE loop (jasco_runtime/device_solve.py)
+        return sorted(graphs)
 
     def onnx_precisions(self) -> tp.List[str]:
         return sorted({p for b, p in self.variants if b.startswith("ort-")})

@@ -193,12 +193,18 @@ def markdown(results: tp.Dict[str, tp.Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _fmt_traffic(t: tp.Optional[tp.Mapping[str, float]]) -> str:
-    """Flow-step copies per vector-field evaluation: host→device / device→host bytes, allocations."""
+def _fmt_traffic(t: tp.Optional[tp.Mapping[str, tp.Any]]) -> str:
+    """The ODE loop's copies per vector-field evaluation (host→device / device→host bytes, allocations), where
+    the state lived, and what a solve copies once (conditions and noise in, the final state out)."""
     if not t:
         return "-"
     mb = lambda b: f"{b / 2 ** 20:.2f} MB"  # noqa: E731
-    return f"H→D {mb(t['h2d_bytes_per_nfe'])}, D→H {mb(t['d2h_bytes_per_nfe'])}, {t['allocations_per_nfe']:g} alloc"
+    text = f"H→D {mb(t['h2d_bytes_per_nfe'])}, D→H {mb(t['d2h_bytes_per_nfe'])}, {t['allocations_per_nfe']:g} alloc"
+    if "ode_loop" in t:
+        text = f"{t['ode_loop']} loop: {text}"
+    if "h2d_bytes_per_solve" in t:
+        text += f" (per solve: H→D {mb(t['h2d_bytes_per_solve'])}, D→H {mb(t['d2h_bytes_per_solve'])})"
+    return text
 
 
 def plot(results: tp.Dict[str, tp.Any]) -> bytes:

@@ -291,7 +291,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
             if key.precision != precision:
                 v.notes.append(f"{graph}: no {precision} graph, runs {key.precision}")
         engines[graph] = open_engine(folder, key, ["cuda"] if backend == "ort-cuda" else ["cpu"], threads=threads)
-        comp = next(c for c, g in GRAPH_OF.items() if g == graph)
+        comp = next((c for c, g in GRAPH_OF.items() if g == graph), graph)  # solver_step: the e2e ODE loop
         v.artifacts[comp] = {"file": folder.artifact(key).file, "artifact": str(key)}
     v._keep.append(engines)
     keep = contextlib.ExitStack()  # device copies of the timed inputs, freed with the variant
@@ -320,7 +320,7 @@ def runtime_variant(backend: str, precision: str, export_dir: Path, workload: tp
                                     drums_sample_rate=workload.sample_rate, cfg_coef_all=workload.cfg[0],
                                     cfg_coef_txt=workload.cfg[1], solver=workload.solver, steps=workload.steps,
                                     init_noise=bi.noise, progress=False)
-                return res.latents, dict(res.timings), int(res.nfe), dict(res.traffic)
+                return res.latents, dict(res.timings), int(res.nfe), {**res.traffic, "ode_loop": res.ode_loop}
             return e2e
 
         for b, bi in workload.batches.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jasco_runtime.backends.base import Engine, Traffic, host_binding
+from jasco_runtime.backends.base import Engine, HostWorkspace, Traffic, host_binding, run_on_host
 import torch
 
 from conftest import ROOT
@@ -309,6 +309,12 @@ class FakeEngine(Engine):
         if not self.on_gpu:
             return host_binding(arrays)
         return contextlib.nullcontext({k: self.to_device(v) for k, v in arrays.items()})
+
+    def workspace(self):
+        return HostWorkspace()
+
+    def run_device(self, inputs, outputs, workspace) -> None:
+        run_on_host(self, inputs, outputs)
 
     def close(self) -> None:
         pass

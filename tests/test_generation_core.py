@@ -315,6 +315,27 @@ def test_the_device_loop_is_the_host_loop_on_the_cpu(tiny_engines):
     assert flow.rows == [3, 1] * 6 and step.rows == [1, 1] * 6  # 2 × 2 rows in chunks of 3, 2 prompts one by one
 
 
+def test_onnxruntime_cuda_runs_the_device_loop_through_iobinding(tiny_engines, monkeypatch):
+    """With the CUDA provider (aliased to the CPU: tests/standins/ort_cuda.py) the loop binds its OrtValues by
+    address through IOBinding: the flow step's own counters see no copy per evaluation, and the clip is the host
+    loop's on the same sessions.  Plumbing, not CUDA numerics."""
+    from standins.ort_cuda import AliasedCuda
+
+    from jasco_runtime import JascoPipeline
+
+    AliasedCuda().install(monkeypatch)
+    pipe = JascoPipeline.from_dir(tiny_engines.out, providers=["cuda"], precision="fp32")
+    assert pipe.engines["flow_step"].device == "cuda"
+    kw = dict(steps=2, seed=3, progress=False, chords="C:0 F:4", **{**CFG, "solver": "midpoint"})
+    got = pipe.generate(["a", "b"], **kw)
+    assert got.ode_loop == "device" and got.traffic["h2d_bytes_per_nfe"] == got.traffic["d2h_bytes_per_nfe"] == 0
+    assert got.traffic["d2h_bytes_per_solve"] == 2 * 500 * 128 * 4
+    pipe.core.device_loop = False
+    ref = pipe.generate(["a", "b"], **kw)
+    assert ref.ode_loop == "host" and ref.traffic["h2d_bytes_per_nfe"] > 0
+    np.testing.assert_array_equal(got.latents, ref.latents)
+
+
 def test_cancel_is_asked_between_evaluations(tiny_engines):
     """A cancelled generation stops at the next evaluation, without running the rest (issue 20 §2)."""
     from jasco_runtime import JascoPipeline

@@ -24,6 +24,7 @@ class AliasedCuda:
 
         real_session, real_binding = ort.InferenceSession, ort.IOBinding
         real_from_numpy = ort.OrtValue.ortvalue_from_numpy
+        real_from_shape = ort.OrtValue.ortvalue_from_shape_and_type
         record, with_tensorrt = self.sessions, self.tensorrt
 
         def device(name: str) -> str:
@@ -32,6 +33,9 @@ class AliasedCuda:
             return "cpu"
 
         class Binding(real_binding):
+            def bind_input(self, name, device_type, device_id, element_type, shape, buffer_ptr):
+                return super().bind_input(name, device(device_type), 0, element_type, shape, buffer_ptr)
+
             def bind_output(self, name, device_type="cpu", device_id=0, element_type=None, shape=None,
                             buffer_ptr=None):
                 return super().bind_output(name, device(device_type), 0, element_type, shape, buffer_ptr)
@@ -58,6 +62,9 @@ class AliasedCuda:
         monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy",
                             staticmethod(lambda array, device_type="cpu", device_id=0, *a:
                                          real_from_numpy(array, device(device_type), 0)))
+        monkeypatch.setattr(ort.OrtValue, "ortvalue_from_shape_and_type",
+                            staticmethod(lambda shape, element_type, device_type="cpu", device_id=0, *a, **kw:
+                                         real_from_shape(shape, element_type, device(device_type), 0)))
         return self
 
     def options(self, provider: str = CUDA) -> tp.List[tp.Dict[str, str]]:

@@ -110,7 +110,7 @@ class CudaWorkspace(Workspace):
     def download(self, array: DeviceArray) -> np.ndarray:
         if array.ptr != int(array.memory.data_ptr()):
             raise ValueError("download a whole workspace array, not a view of one")
-        out = array.memory.numpy()
+        out = np.array(array.memory.numpy(), copy=True)  # a host OrtValue's numpy() is a view of its memory
         self.owner.traffic.d2h += out.nbytes
         return out
 

@@ -15,6 +15,9 @@ from .vocabulary import ArtifactKey, Backend
 MANIFEST = "manifest.json"
 GOLDEN_DIR = "golden"
 # Schema 2.0 folders do not record which graphs the pipeline needs (2.1: ``export.runtime_graphs``).
+OPTIONAL_RUNTIME_GRAPHS = ("solver_step",)
+"""Runtime graphs a folder may lack: without ``solver_step`` (exports before it, or ``--graphs`` without it) the
+ODE loop runs on the host (:mod:`jasco_runtime.device_solve`)."""
 _SCHEMA_2_0_RUNTIME_GRAPHS = ("text_encoder", "drums_encoder", "flow_step", "encodec_decoder")
 
 PathLike = tp.Union[str, os.PathLike]
@@ -98,6 +101,7 @@ class ExportFolder:
         declared = self.records.export.runtime_graphs if self.records.export else None
         if declared is None:  # schema 2.0
             declared = tuple(g for g in _SCHEMA_2_0_RUNTIME_GRAPHS if g != "drums_encoder" or self.has_drums)
+        declared = tuple(g for g in declared if g in self.graphs or g not in OPTIONAL_RUNTIME_GRAPHS)
         missing = [g for g in declared if g not in self.graphs]
         if missing:
             raise InputError(f"{self.folder} has no {', '.join(missing)} graph (exported with --graphs?); "
