@@ -315,6 +315,35 @@ def test_the_device_loop_is_the_host_loop_on_the_cpu(tiny_engines):
     assert flow.rows == [3, 1] * 6 and step.rows == [1, 1] * 6  # 2 × 2 rows in chunks of 3, 2 prompts one by one
 
 
+def test_the_device_loop_continues_long_song_windows_as_the_host_loop_does(tiny_engines):
+    """A 25-s song (3 windows, the later two continued over their overlap): the device loop (solver_step applies
+    the continuation path and velocity) gives the host loop's song and audio bit for bit on the CPU."""
+    from jasco_runtime import JascoPipeline
+
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    for solver in ("euler", "heun"):
+        kw = dict(chords="C:0 F:4", steps=2, seed=1, progress=False, duration=25, **{**CFG, "solver": solver})
+        pipe.core.device_loop = False
+        ref = pipe.generate(["a", "bb"], **kw)
+        pipe.core.device_loop = True
+        got = pipe.generate(["a", "bb"], **kw)
+        assert (ref.ode_loop, got.ode_loop, len(got.windows)) == ("host", "device", 3)
+        np.testing.assert_array_equal(got.latents, ref.latents, err_msg=solver)
+        np.testing.assert_array_equal(got.audio, ref.audio, err_msg=solver)
+
+
+def test_a_long_song_keeps_every_window_on_the_device(trt_pipe, trt_standin):
+    """On the TensorRT stand-in a 30-s song's windows (continued ones included) move nothing per evaluation."""
+    seen = []
+    res = trt_pipe.generate(["a"], duration=30, steps=2, seed=0, progress=False,
+                            cancel=lambda: seen.append(_device_counters(trt_standin)) or False, **CFG)
+    assert res.ode_loop == "device" and len(res.windows) == 4 and len(seen) == 8
+    for w in range(4):  # the two evaluations of each window: nothing between them
+        a, b = seen[2 * w], seen[2 * w + 1]
+        assert {k: b[k] - a[k] for k in a} == {"h2d": 0, "d2h": 0, "d2d": 0, "mallocs": 0, "frees": 0}, w
+    assert res.traffic["h2d_bytes_per_nfe"] == res.traffic["d2h_bytes_per_nfe"] == 0
+
+
 def test_onnxruntime_cuda_runs_the_device_loop_through_iobinding(tiny_engines, monkeypatch):
     """With the CUDA provider (aliased to the CPU: tests/standins/ort_cuda.py) the loop binds its OrtValues by
     address through IOBinding: the flow step's own counters see no copy per evaluation, and the clip is the host

@@ -24,7 +24,23 @@ from .errors import Cancelled
 from .solvers import Callback, ODEResult, SolverError, SolverSettings, StageEvaluation, stage_evaluations
 
 ALIGN_FLOATS = 64  # 256 bytes: TensorRT takes tensor addresses aligned to 256 bytes
+SIGMA_MIN = 1e-5  # the continuation σ_min solver_step is exported with (audiocraft solvers/jasco.py `_z`)
 Cancel = tp.Callable[[], bool]
+
+
+class Constraint(tp.Protocol):
+    """A long-song window's continuation (:class:`jasco_runtime.longform.Continuation`): its first ``frames``
+    frames follow the flow path from ``noise`` to ``known`` ([P, frames, D]) with the constant ``velocity``."""
+
+    frames: int
+    known: np.ndarray
+    noise: np.ndarray
+    velocity: np.ndarray
+    sigma_min: float
+
+    def path(self, t: float) -> np.ndarray: ...
+
+    def wrap(self, field: tp.Callable[[float, np.ndarray], np.ndarray]) -> tp.Callable[[float, np.ndarray], np.ndarray]: ...
 
 
 def _aligned(n: int) -> int:
@@ -35,11 +51,15 @@ class DeviceSolve:
     """One solve's device arrays and its evaluation loop.
 
     ``feeds``: the flow step's conditions with term-major rows over ``weights.shape[0]`` prompts (as the host
-    path builds them); ``weights`` [P, n]: each prompt's CFG weight per term (1 for a single term).
+    path builds them); ``weights`` [P, n]: each prompt's CFG weight per term (1 for a single term);
+    ``constraint``: a continued window's path (its frames see the path, their field is its velocity).
     """
 
-    def __init__(self, flow: Engine, step: Engine, feeds: tp.Mapping[str, np.ndarray], weights: np.ndarray):
-        self.flow, self.step = flow, step
+    def __init__(self, flow: Engine, step: Engine, feeds: tp.Mapping[str, np.ndarray], weights: np.ndarray,
+                 constraint: tp.Optional[Constraint] = None):
+        if constraint is not None and constraint.sigma_min != SIGMA_MIN:
+            raise ValueError(f"solver_step continues windows with σ_min {SIGMA_MIN}, not {constraint.sigma_min}")
+        self.flow, self.step, self.constraint = flow, step, constraint
         self.prompts, self.terms = (int(d) for d in weights.shape)
         P, n = self.prompts, self.terms
         # term-major row i·P + p → prompt-major row p·n + i
@@ -93,11 +113,24 @@ class DeviceSolve:
         c_sched = np.zeros((len(schedule), ALIGN_FLOATS), np.float32)
         for e, ev in enumerate(schedule):
             t_sched[e] = ev.t
-            c_sched[e, :2] = (ev.c_prev, ev.c_new)
+            t_next = schedule[e + 1].t if e + 1 < len(schedule) else 1.0  # the time the next rows are seen at
+            c_sched[e, :3] = (ev.c_prev, ev.c_new, t_next)
+        keep, fixed = np.zeros(state[:2] + (1,), np.float32), {k: np.zeros(state, np.float32)
+                                                                for k in ("velocity", "noise", "known")}
+        first = z0
+        if self.constraint is not None:
+            f = self.constraint.frames
+            keep[:, :f] = 1
+            for k in fixed:
+                fixed[k][:, :f] = getattr(self.constraint, k)
+            first = z0.copy()
+            first[:, :f] = self.constraint.path(schedule[0].t)
         return {
+            "continuation": [{"keep": ws.upload(keep[s]), **{k: ws.upload(v[s]) for k, v in fixed.items()}}
+                             for s in self.step_chunks],
             "conditions": [{k: ws.upload(v[s]) for k, v in self.feeds.items()} for s in self.flow_chunks],
             "weights": [ws.upload(self.weights[s]) for s in self.step_chunks],  # own arrays: 256-byte aligned
-            "z_rows": ws.upload(np.broadcast_to(z0[:, None], rows)),  # the first evaluation's rows
+            "z_rows": ws.upload(np.broadcast_to(first[:, None], rows)),  # the first evaluation's rows
             "v_rows": ws.empty(rows),
             "base": [ws.upload(z0), ws.empty(state)],  # the step's start state, and the next one's
             "first": ws.empty(state),  # a two-stage step's first derivative
@@ -116,15 +149,15 @@ class DeviceSolve:
             m = s.stop - s.start
             t = DeviceArray(t_row.memory, t_row.ptr, (m,), t_row.dtype)
             self.flow.run_device({"z": z_rows.rows(s), "t": t, **conditions}, {"v": v_rows.rows(s)}, ws)
-        c = DeviceArray(a["c"].memory, a["c"].rows(slice(e, e + 1)).ptr, (2,), a["c"].dtype)
+        c = DeviceArray(a["c"].memory, a["c"].rows(slice(e, e + 1)).ptr, (3,), a["c"].dtype)
         base = a["base"][cur]
         k_prev = a["first"] if ev.uses_first else a["zero"]
         z_out = a["base"][cur ^ 1] if ev.ends_step else a["stage"]
         v_out = a["first"] if ev.keeps_first else a["scratch"]
-        for s, weights in zip(self.step_chunks, a["weights"]):
+        for s, weights, fixed in zip(self.step_chunks, a["weights"], a["continuation"]):
             self.step.run_device(
                 {"v_rows": a["v_rows"].rows(s), "weights": weights, "base": base.rows(s),
-                 "k_prev": k_prev.rows(s), "c": c},
+                 "k_prev": k_prev.rows(s), "c": c, **fixed},
                 {"v": v_out.rows(s), "z": z_out.rows(s), "z_rows": a["z_rows"].rows(s)}, ws)
 
 

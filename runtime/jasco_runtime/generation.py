@@ -29,7 +29,7 @@ import numpy as np
 
 from . import separation
 from .backends.base import Traffic, bound_chunks
-from .device_solve import DeviceSolve, device_solver_available
+from .device_solve import Constraint, DeviceSolve, device_solver_available
 from .conditioning import Conditions, ConditionProvider, PreparedRequest, WindowInputs
 from .errors import Cancelled, JascoError
 from .export_folder import ExportFolder
@@ -190,7 +190,7 @@ class GenerationCore:
         if self.device_loop is False or (self.device_loop is None and flow.device == "cpu"):
             return "the flow step runs on the host"
         if not isinstance(f, GuidedField):
-            return "the vector field is wrapped (a long song's continuation)"
+            return "the vector field is not the core's guided field (replaced or wrapped by the caller)"
         if self.engines.one_at_a_time:
             return "the engines are opened one at a time"
         return device_solver_available(flow, self.engines.get("solver_step"), settings)
@@ -198,10 +198,12 @@ class GenerationCore:
     # -- solve, decode ---------------------------------------------------------------------------------------
     def solve(self, settings: SolverSettings, f: VectorField, z0: np.ndarray,
               progress: tp.Optional[tp.Callable[[], None]] = None, cancel: tp.Optional[Cancel] = None,
-              timings: tp.Optional[tp.Dict[str, float]] = None, traffic: tp.Optional[Traffic] = None) -> ODEResult:
+              timings: tp.Optional[tp.Dict[str, float]] = None, traffic: tp.Optional[Traffic] = None,
+              constraint: tp.Optional[Constraint] = None) -> ODEResult:
         """One ODE solve; ``progress()`` after each evaluation; ``cancel()`` is asked before each one and a True
         ends the solve with :class:`Cancelled` (the field's buffers are freed by its block).  ``traffic``: adds
-        what the flow step copied between host and device during the solve."""
+        what the loop copied between host and device during the solve.  ``constraint``: a continued long-song
+        window (the host loop wraps the field with it; the device loop's solver_step applies it)."""
         def callback(nfe: int, estimate: int) -> None:
             if progress is not None:
                 progress()
@@ -213,7 +215,7 @@ class GenerationCore:
             loop = Traffic()
             setup = [e.traffic.copy() for e in (flow, step)]
             with Stopwatch(timings)("flow"):
-                res = DeviceSolve(flow, step, f.conditions.feeds(), f.weights()).solve(
+                res = DeviceSolve(flow, step, f.conditions.feeds(), f.weights(), constraint).solve(
                     settings, z0, callback=callback, cancel=cancel, loop_traffic=loop)
             if traffic is not None:
                 spent = [e.traffic.since(b) for e, b in zip((flow, step), setup)]
@@ -224,6 +226,8 @@ class GenerationCore:
                 logger.info("the ODE state stays on the host for this solve: %s", why_not)
             if isinstance(f, GuidedField):
                 f.bind()  # the conditions' copy is the solve's set-up, not part of its evaluations
+            if constraint is not None:
+                f = constraint.wrap(f)
             engine = self.engines["flow_step"]
             before = engine.traffic.copy()
 

@@ -141,8 +141,8 @@ def generate_song(core: GenerationCore, prepared: PreparedRequest, progress: boo
             constraint = Continuation(song[:, w.start:w.start + w.known], z0[:, :w.known]) \
                 if (continuation and w.known > 0) else None
             with core.guided_field([Member(conds, prepared.terms, B)]) as field:
-                res = core.solve(settings, field if constraint is None else constraint.wrap(field), z0,
-                                 progress=tick, cancel=cancel, timings=timings, traffic=traffic)
+                res = core.solve(settings, field, z0, progress=tick, cancel=cancel, timings=timings,
+                                 traffic=traffic, constraint=constraint)
             z = res.z if constraint is None else constraint.finish(res.z)
             stitch(song, z, w, stitch_mode)
             results.append(WindowResult(w, z, res.nfe))

@@ -19,8 +19,8 @@ encodec_decoder    latents [B, F, 128] (normalized; F frames,    audio [B, 1, F 
 encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
 solver_step        v_rows [P, terms, T, 128] (the flow step's     v [P, T, 128] guided field, z [P, T, 128] next
                    rows, prompt-major), weights [P, terms],      stage input base + (c₀·k_prev + c₁·v), z_rows
-                   base [P, T, 128], k_prev [P, T, 128], c [2]   [P, terms, T, 128] (z repeated per term); no
-                                                                weights: the ODE loop on the device
+                   base, k_prev [P, T, 128], c [3], keep         [P, terms, T, 128] (z, or the continuation path
+                   [P, T, 1], velocity, noise, known [P, T, 128]  where keep = 1, per term); no weights
 drums_separator    mix [B, 2, L], spec [B, 4, 2048, T'] (htdemucs  drums_spec [B, 4, 2048, T'], drums_wave [B, 2, L]
                    segment at 44.1 kHz and its numpy STFT)       (STFT/iSTFT, apply_model in the runtime; only
                                                                 with a separator: graphs/separator.py)
@@ -40,6 +40,7 @@ from torch import nn
 from jasco_runtime.export_folder import AxisRecord, GraphRecord, TensorRecord
 
 from ..reference.flow_model import FlowModel
+from ..reference.longform import SIGMA_MIN
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..reference.jasco import JASCO
@@ -168,13 +169,26 @@ class SolverStep(nn.Module):
     flow step's rows of each prompt (``weights`` per prompt and term; one term weighs 1: unweighted), then the
     next Runge-Kutta stage input ``base + (c₀·k_prev + c₁·v)`` in the order of the runtime's numpy stepper
     (jasco_runtime/solvers.py ``_rk_step``: a stage input adds at most two stage derivatives for Euler,
-    midpoint and Heun), repeated once per CFG term as the next evaluation's rows."""
+    midpoint and Heun), repeated once per CFG term as the next evaluation's rows.
+
+    A continued long-song window (audiocraft solvers/jasco.py ``_z`` / ``_vector_field``; the reference's
+    longform.continuation): on the frames where ``keep`` is 1 the field is the path's constant ``velocity`` and the
+    next evaluation sees the path ``(1 − (1 − σ_min)·t)·noise + t·known`` at its time ``c₂`` instead of the state;
+    ``keep`` all 0 is an unconstrained solve."""
+
+    def __init__(self, sigma_min: float):
+        super().__init__()
+        self.path_rate = 1 - sigma_min
 
     def forward(self, v_rows: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, k_prev: torch.Tensor,
-                c: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        v = (v_rows * weights[:, :, None, None]).sum(dim=1)
+                c: torch.Tensor, keep: torch.Tensor, velocity: torch.Tensor, noise: torch.Tensor,
+                known: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kept = keep > 0.5
+        v = torch.where(kept, velocity, (v_rows * weights[:, :, None, None]).sum(dim=1))
         z = base + (c[0] * k_prev + c[1] * v)
-        return v, z, z.unsqueeze(1).expand_as(v_rows)
+        t = c[2]
+        seen = torch.where(kept, (1 - self.path_rate * t) * noise + t * known, z)
+        return v, z, seen.unsqueeze(1).expand_as(v_rows)
 
 
 class EncodecDecoder(nn.Module):
@@ -254,15 +268,17 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
         fp32_ops=("LayerNorm", "Softmax"), precisions=("fp32", "fp16", "int8"))
     flow_dim = cfg.transformer.flow_dim
     graphs["solver_step"] = GraphSpec(
-        "solver_step", SolverStep(),
+        "solver_step", SolverStep(SIGMA_MIN),
         [TensorSpec("v_rows", "float32", ("batch", "terms", T, flow_dim)),
          TensorSpec("weights", "float32", ("batch", "terms")),
          TensorSpec("base", "float32", ("batch", T, flow_dim)), TensorSpec("k_prev", "float32", ("batch", T, flow_dim)),
-         TensorSpec("c", "float32", (2,))],
+         TensorSpec("c", "float32", (3,)), TensorSpec("keep", "float32", ("batch", T, 1))]
+        + [TensorSpec(n, "float32", ("batch", T, flow_dim)) for n in ("velocity", "noise", "known")],
         [TensorSpec("v", "float32", ("batch", T, flow_dim)), TensorSpec("z", "float32", ("batch", T, flow_dim)),
          TensorSpec("z_rows", "float32", ("batch", "terms", T, flow_dim))],
         {"batch": ProfileRange(1, 1, max_batch), "terms": ProfileRange(1, 3, 3)},
-        "CFG sum per prompt and the next Euler/midpoint/Heun stage input, on the device (no weights; fp32)",
+        "CFG sum per prompt, the next Euler/midpoint/Heun stage input and a long-song window's continuation, on the "
+        "device (no weights; fp32)",
         precisions=("fp32",))
     if "self_wav" in conds and getattr(jasco, "separator", None) is not None:
         from ..reference.separation import single_model

@@ -77,15 +77,19 @@ def _melody(jasco: tp.Any) -> tp.Optional[torch.Tensor]:
 
 
 def _solver_step_inputs(jasco: tp.Any, prompts: int, g: torch.Generator) -> tp.Dict[str, torch.Tensor]:
-    """A Heun corrector evaluation of a solve with the golden CFG terms: velocities of field size, the state
-    of noise scale, Euler-grid coefficients for 8 steps."""
+    """A Heun corrector evaluation of a continued window with the golden CFG terms: velocities of field size, the
+    state of noise scale, Euler-grid coefficients for 8 steps."""
     terms = cfg_terms(*CFG)
     shape = (prompts, jasco.n_frames, jasco.model.flow_dim)
     dt = torch.tensor(1 / 8, dtype=torch.float32)
+    keep = torch.zeros(prompts, shape[1], 1)
+    keep[:, :shape[1] // 5] = 1  # a window continued over its first fifth
     return {"v_rows": torch.randn(prompts, len(terms), *shape[1:], generator=g),
             "weights": torch.tensor([[t.weight if len(terms) > 1 else 1.0 for t in terms]] * prompts, dtype=torch.float32),
             "base": torch.randn(*shape, generator=g), "k_prev": torch.randn(*shape, generator=g),
-            "c": torch.stack([0.5 * dt, 0.5 * dt])}
+            "c": torch.stack([0.5 * dt, 0.5 * dt, 0.375 + dt]), "keep": keep,
+            "velocity": torch.randn(*shape, generator=g), "noise": torch.randn(*shape, generator=g),
+            "known": torch.randn(*shape, generator=g)}
 
 
 def graph_inputs(jasco: tp.Any, graphs: tp.Mapping[str, GraphSpec]) -> tp.Dict[str, tp.Dict[str, tp.Dict[str, torch.Tensor]]]:
