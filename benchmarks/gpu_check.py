@@ -515,7 +515,7 @@ def ort_cuda_checks(report: Report, folder: Path, cpu_latents: tp.Optional[np.nd
         err = rel_l2(res.latents, cpu_latents)
         if err > FP16_E2E_REL_L2:
             raise CheckFailed(f"latents rel L2 {err:.3e} > {FP16_E2E_REL_L2}")
-        return {"latents_rel_l2": err}
+        return {"latents_rel_l2": err, **device_loop_traffic(res)}
 
     report.check("pipeline on ORT CUDA fp16 vs CPU fp32 (2 prompts, Euler 10)", pipeline_cuda)
     report.check(f"ORT CUDA: no device-memory growth over {MEMORY_GENERATIONS} generations",
@@ -523,6 +523,16 @@ def ort_cuda_checks(report: Report, folder: Path, cpu_latents: tp.Optional[np.nd
     report.check("timings: tiny ORT CUDA", lambda: runtime_timings(
         report, folder, "tiny", "ORT CUDA", dict(backend="onnxruntime", providers=["cuda"]),
         lambda ef: open_engine(ef, ArtifactKey("flow_step", "fp16", "onnx"), providers=["cuda"]), runs))
+
+
+def device_loop_traffic(res: tp.Any) -> tp.Dict[str, tp.Any]:
+    """Where the ODE state lived and what crossed per evaluation; a GPU solve that copied per evaluation fails."""
+    t = res.traffic
+    out = {"ode_loop": res.ode_loop, "h2d_bytes_per_nfe": t.get("h2d_bytes_per_nfe"),
+           "d2h_bytes_per_nfe": t.get("d2h_bytes_per_nfe"), "allocations_per_nfe": t.get("allocations_per_nfe")}
+    if res.ode_loop != "device" or any(out[k] for k in ("h2d_bytes_per_nfe", "d2h_bytes_per_nfe", "allocations_per_nfe")):
+        raise CheckFailed(f"the ODE loop was not device-resident: {out}")
+    return out
 
 
 def memory_growth(open_pipe: tp.Callable[[], tp.Any]) -> tp.Dict[str, int]:
@@ -560,8 +570,10 @@ def runtime_timings(report: Report, folder: Path, label: str, backend: str, pipe
         engine.close()
     if e2e:
         with JascoPipeline.from_dir(folder, **pipe_kwargs) as pipe:
-            report.timing(f"{label} end to end (2 prompts, Euler 10) {backend}",
-                          lambda: pipe.generate(PROMPTS, seed=0, **DEMO), no_sync, max(2, runs // 4), 1)
+            for loop in (True, False):  # the ODE state on the device, then crossing host memory per evaluation
+                pipe.core.device_loop = loop
+                report.timing(f"{label} end to end (2 prompts, Euler 10) {backend}, {'device' if loop else 'host'} loop",
+                              lambda: pipe.generate(PROMPTS, seed=0, **DEMO), no_sync, max(2, runs // 4), 1)
     return "timed"
 
 
@@ -645,7 +657,7 @@ def tensorrt_checks(report: Report, folder: Path, work: Path, ort_cuda: bool, ru
         err = rel_l2(got.latents, ref.latents)
         if err > FP16_E2E_REL_L2:
             raise CheckFailed(f"latents rel L2 {err:.3e} > {FP16_E2E_REL_L2}")
-        return {"latents_rel_l2": err}
+        return {"latents_rel_l2": err, **device_loop_traffic(got)}
 
     report.check(f"TensorRT pipeline vs {ref_name} (2 prompts, Euler 10)", pipeline_trt)
     report.check(f"TensorRT: no device-memory growth over {MEMORY_GENERATIONS} generations",

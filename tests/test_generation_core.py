@@ -470,3 +470,4 @@ def test_cli_json_reports_the_resolution(tiny_engines, tmp_path, capfd):
     assert (summary["backend"], summary["precision"], summary["providers"]) == \
         ("onnxruntime", "fp32", ["CPUExecutionProvider"])
     assert isinstance(summary["seed"], int)  # J01/J02: the drawn seed is reported
+    assert summary["ode_loop"] == "host" and summary["traffic"]["h2d_bytes_per_nfe"] == 0  # the CPU: host memory

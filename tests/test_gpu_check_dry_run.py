@@ -58,9 +58,14 @@ def test_dry_run_runs_every_check_and_every_timing(tiny_engines, tmp_path, dry_g
     assert [t for t in timings if "PyTorch" in t] == timings[:2]
     for backend in ("ORT CUDA", "TensorRT"):
         assert f"tiny flow step (3 rows) {backend} fp16" in timings
-        assert f"tiny end to end (2 prompts, Euler 10) {backend}" in timings
+        assert f"tiny end to end (2 prompts, Euler 10) {backend}, device loop" in timings
+        assert f"tiny end to end (2 prompts, Euler 10) {backend}, host loop" in timings
         assert f"tiny (flow-step export) flow step (3 rows) {backend} fp16" in timings
     assert all(v["runs"] >= 2 and v["median_ms"] > 0 for v in report["timings"].values())
+    for check in ("pipeline on ORT CUDA fp16 vs CPU fp32 (2 prompts, Euler 10)",
+                  "TensorRT pipeline vs ORT CUDA (2 prompts, Euler 10)"):  # the ODE state stayed on the device
+        detail = next(c["detail"] for c in report["checks"] if c["check"] == check)
+        assert "'ode_loop': 'device'" in str(detail) and "'h2d_bytes_per_nfe': 0.0" in str(detail), detail
     # the reports are two small files, the work tree is elsewhere
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.md"]
     assert sum(p.stat().st_size for p in out.iterdir()) < 64_000

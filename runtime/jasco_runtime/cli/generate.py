@@ -211,6 +211,7 @@ def generate(a: argparse.Namespace) -> int:
                "drums_separated": "drums_separator" in res.timings,
                "cfg_terms": [{"kind": t.kind, "weight": t.weight} for t in res.terms],
                "timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "traffic": res.traffic,
+               "ode_loop": res.ode_loop,
                "real_time_factor": res.timings["total"] / (len(prompts) * seconds) if seconds > 0 else None}
     with signals_held() as held:  # from the first rename to the summary: a signal cannot make the report lie
         late = _write_outputs(files) or held.name
