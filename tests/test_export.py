@@ -37,7 +37,7 @@ def test_manifest_contract(tiny_engines):
     assert set(m["model"]["sha256"]) == {"state_dict.bin", "compression_state_dict.bin"}
     assert m["audio"] == {"sample_rate": 32000, "channels": 1, "frame_rate": 50.0, "duration": 10.0,
                           "n_frames": 500, "segment_samples": 320000, "max_duration": 60.0}
-    assert m["export"]["runtime_graphs"] == ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
+    assert m["export"]["runtime_graphs"] == ["text_encoder", "drums_encoder", "flow_step", "solver_step", "encodec_decoder"]
     assert m["latents"]["std"] == pytest.approx(4.0102) and m["latents"]["decoder_folds_unnormalisation"]
     flow = m["graphs"]["flow_step"]
     assert [i["name"] for i in flow["inputs"]] == ["z", "t", "text", "chords", "drums"]

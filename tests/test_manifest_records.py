@@ -47,7 +47,7 @@ def test_the_exported_manifest_round_trips_through_the_records(tiny_engines):
     records = Manifest.from_dict(copy.deepcopy(raw))
     assert records.to_dict() == raw
     assert records.audio.max_duration == 60.0 and records.export.runtime_graphs == (
-        "text_encoder", "drums_encoder", "flow_step", "encodec_decoder")
+        "text_encoder", "drums_encoder", "flow_step", "solver_step", "encodec_decoder")
     flow = records.graphs["flow_step"]
     assert isinstance(flow, GraphRecord) and flow.input_names == ["z", "t", "text", "chords", "drums"]
     assert flow.profile["batch"].max == 6 and flow.max_size("text_len") == 128
@@ -164,7 +164,7 @@ def test_every_registered_artifact_gets_digests_also_tensorrt_engines(tiny_engin
     trt_standin.build_engines(folder)
     f = ExportFolder.open(folder)
     engines = [a for a in f.artifacts() if a.key.runtime is Backend.TENSORRT]
-    assert len(engines) == 4
+    assert len(engines) == 5
     for a in f.artifacts():
         assert a.file in a.record.digests, a.key
         assert a.record.digests[a.file].size == (folder / a.file).stat().st_size

@@ -45,7 +45,7 @@ def test_export_gate_checks_every_listed_artifact_and_the_44k_stereo_drums_path(
     # the declared fp32 fallback is the only SKIP, and it says so
     skips = [r for r in report["rows"] if r["status"] == "SKIP"]
     assert skips and all(r["reason"].startswith("declared:") for r in skips)
-    assert {(r["check"], r["precision"]) for r in skips} == {("drums_encoder", "fp16")}
+    assert {(r["check"], r["precision"]) for r in skips} == {("drums_encoder", "fp16"), ("solver_step", "fp16")}
     # end to end with a 44.1 kHz stereo drum stem (the resampler is on the gated path)
     assert folder.golden.e2e.settings["drums_sample_rate"] == 44100
     e2e = np.load(tiny_engines.out / "golden" / "e2e.npz")
@@ -293,7 +293,7 @@ def test_verify_runs_tensorrt_engines_and_fails_a_damaged_plan(tiny_engines, tmp
     folder = _copy(tiny_engines, tmp_path)
     trt_standin.build_engines(folder)
     engines = [str(a.key) for a in ExportFolder.open(folder).artifacts() if a.key.backend == "tensorrt"]
-    assert len(engines) == 4 and "drums_encoder fp32 tensorrt" in engines  # fp32-only graph → fp32 engine
+    assert len(engines) == 5 and "drums_encoder fp32 tensorrt" in engines  # fp32-only graph → fp32 engine
     before = trt_standin.snapshot()
     assert main(["verify", str(folder), "--backend", "tensorrt"]) == 0
     assert trt_standin.snapshot() == before  # every engine and generation freed its device memory
