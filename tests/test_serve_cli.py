@@ -85,22 +85,117 @@ def test_busy_port_exits_2_before_ray_starts(tiny_engines, tmp_path):
     assert left_behind(tmp_path) == []
 
 
-def test_sigterm_during_start_up_exits_143_and_leaves_nothing(tiny_engines, tmp_path):
+def _ray_agents_running(svc) -> bool:
+    """Whether the raylet's dashboard and runtime-env agents run under the service (Ray is up)."""
+    try:
+        procs = psutil.Process(svc.proc.pid).children(recursive=True)
+    except psutil.Error:
+        return False
+    text = []
+    for p in procs:
+        try:
+            text.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    joined = "\n".join(text)
+    return all(any(w in joined for w in words) for words in (("DashboardAgent", "dashboard/agent.py"),
+                                                              ("RuntimeEnvAgent", "runtime_env/agent/main.py")))
+
+
+def _alive(procs: tp.Sequence[psutil.Process]) -> tp.List[str]:
+    left = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {p.name()}")
+        except psutil.Error:
+            pass
+    return left
+
+
+@pytest.mark.parametrize("when, sig", [("session-folder", signal.SIGTERM),  # Ray starting
+                                       ("ray-running", signal.SIGTERM),  # SS03: Ray up, application not ready
+                                       ("ray-running", signal.SIGINT)])  # SS04
+def test_signal_during_start_up_exits_128_plus_signal_and_leaves_nothing(tiny_engines, tmp_path, when, sig):
+    """A signal during the start-up: exit 143 / 130 with one line, and when the command has returned no
+    process of its Ray instance is left (the raylet's agents used to outlive it by a minute)."""
     from serve_process import ServeProcess
 
     svc = ServeProcess(["--engines", str(tiny_engines.out), "--cpus-per-replica", "0"], tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not any(svc.tmp.iterdir()):  # Ray is starting (its session folder exists)
+        deadline = time.monotonic() + 180
+        ready = (lambda: any(svc.tmp.iterdir())) if when == "session-folder" else (lambda: _ray_agents_running(svc))
+        while not ready():
             assert svc.proc.poll() is None and time.monotonic() < deadline, svc.log
             time.sleep(0.1)
-        assert svc.stop(signal.SIGTERM, timeout=60) == 143, svc.log
-        assert "SIGTERM during start-up; stopped" in svc.log and "Traceback" not in svc.log, svc.log
+        assert "ready at" not in svc.log, svc.log
+        tree = psutil.Process(svc.proc.pid).children(recursive=True)
+        sent = time.monotonic()
+        os.kill(svc.proc.pid, sig)
+        rc = svc.proc.wait(timeout=60)
+        took = time.monotonic() - sent
+        name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+        assert rc == 128 + sig, svc.log
+        assert svc.log.strip().splitlines() == [f"jasco-serve: {name} during start-up; stopped"], svc.log
+        assert took < 30, took
+        left = _alive(tree)
+        for _ in range(20):  # "within a few seconds": processes that are exiting get 2 s
+            if not left:
+                break
+            time.sleep(0.1)
+            left = _alive(tree)
+        assert not left, left
         assert left_behind(svc.tmp) == [], left_behind(svc.tmp)
-        time.sleep(2)
         assert not [p for p in psutil.process_iter(["cmdline"]) if str(svc.tmp) in " ".join(p.info["cmdline"] or [])]
     finally:
         svc.cleanup()
+
+
+def test_start_up_answers_json_503_until_ready(tiny_engines, tmp_path):
+    """SU01: from the moment the port accepts connections until the service is ready every answer on /v1/*,
+    /healthz and /readyz is the service's JSON 503 with Retry-After (never the proxy's plain-text 404); then
+    the real answers, and they stay."""
+    from serve_process import ServeProcess
+
+    svc = ServeProcess(["--engines", str(tiny_engines.out), "--cpus-per-replica", "0"], tmp_path)
+    calls = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/models"), ("POST", "/v1/generate")]
+    answers: tp.List[tp.Tuple[bool, str, requests.Response]] = []  # (ready line printed, path, answer)
+    try:
+        deadline = time.monotonic() + 300
+        i = 0
+        while True:
+            assert svc.proc.poll() is None and time.monotonic() < deadline, svc.log[-3000:]
+            method, path = calls[i % len(calls)]
+            i += 1
+            ready = "jasco-serve: ready at" in svc.log  # read before the request: a 503 after it is a failure
+            try:
+                r = requests.request(method, svc.url + path, json={} if method == "POST" else None, timeout=30)
+            except requests.ConnectionError:
+                assert not answers, "the port stopped accepting connections after it had answered"
+                time.sleep(0.05)
+                continue
+            answers.append((ready, path, r))
+            if ready and path == "/healthz" and r.status_code == 200:
+                break
+            time.sleep(0.02)
+        assert svc.stop(signal.SIGTERM, timeout=120) == 0, svc.log[-3000:]
+    finally:
+        svc.cleanup()
+    plain = [(path, r.status_code, r.text[:80]) for _, path, r in answers
+             if not r.headers.get("content-type", "").startswith("application/json")]
+    assert not plain, f"{len(plain)} of {len(answers)} answers not JSON, e.g. {plain[:3]}"
+    first_real = next(k for k, (_, _, r) in enumerate(answers) if r.status_code != 503)
+    assert first_real > 0, "no answer during the start-up: the test saw nothing to check"
+    for ready, path, r in answers[:first_real]:
+        assert not ready, (path, r.status_code)
+        assert r.headers.get("content-type", "").startswith("application/json"), (path, r.status_code, r.text[:200])
+        body = r.json()
+        assert list(body) == ["error"] and "starting" in body["error"] and len(body["error"]) <= 300, body
+        assert r.headers.get("retry-after", "").isdigit(), dict(r.headers)
+    for ready, path, r in answers[first_real:]:  # the real application: no 503, no 404, JSON everywhere
+        assert r.status_code in (200, 400) and r.headers["content-type"].startswith("application/json"), (
+            path, r.status_code, r.text[:200])
+    print(f"{first_real} start-up 503(s), then {len(answers) - first_real} answer(s) of the application")
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_engines, tmp_path):

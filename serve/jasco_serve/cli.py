@@ -7,12 +7,14 @@ Starts (or joins, ``--address``) Ray, deploys one ingress and the generator repl
 Ctrl-C. Then it drains: new requests get 503, in-flight ones get their answers (up to ``--request-timeout``),
 the application is removed, and the process exits 0 (143 / 130 when the signal came during start-up). Bad
 settings, engines, ports, providers or resources exit 2 with one line before Ray starts (:mod:`.preflight`).
-The private local instance keeps every port on loopback (:mod:`.loopback`) and its session folder is removed
-at exit. SIGHUP re-reads ``--api-key-file``.
+Until the application is ready every request gets a JSON 503 with ``Retry-After`` (:mod:`.starting`).
+The private local instance keeps every port on loopback (:mod:`.loopback`); at exit its processes are stopped
+(none outlives the command) and its session folder is removed. SIGHUP re-reads ``--api-key-file``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -33,6 +35,7 @@ from .config import AUTO, PROVIDERS, ServeConfig
 from .http_io import bounded
 
 CONTROL_TIMEOUT_S = 15.0  # a control call to the ingress (drain, key reload)
+REAP_GRACE_S = 1.0  # how long a Ray process left after ray.shutdown() has between SIGTERM and SIGKILL
 logger = logging.getLogger("jasco_serve")
 
 
@@ -189,16 +192,19 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
     previous = stop.install()  # a signal during the start-up stops it at once (exit 130 / 143)
     temp_dir: tp.Optional[str] = None
     started = False
+    front: tp.Any = None  # a StartupFront: JSON 503 on the port until the application is ready
     try:
         import ray
         from ray import serve
 
         from .app import build_app
+        from .starting import StartupFront, starting_app
 
         level = _quiet_logging(verbose)
         if config.address:
             ray.init(address=config.address, log_to_driver=verbose, logging_level=level)
         else:  # a private local instance: every port on loopback (see loopback.py), its session folder ours
+            front = StartupFront.open(config.host, config.port)
             temp_dir = config.ray_temp_dir or tempfile.mkdtemp(prefix="jasco-ray-", dir=_short_temp_root())
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=verbose,
                      logging_level=level, _temp_dir=temp_dir)
@@ -207,12 +213,16 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         if config.address:
             preflight.check_cluster(config, ray.cluster_resources())
         serve.start(http_options={"host": config.host, "port": config.port})
+        if front is None:  # JSON 503 on the route until the real application (same name) replaces it
+            serve.run(starting_app(), name=config.app_name, route_prefix=config.route_prefix)
         try:
             serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
         except RuntimeError as exc:  # a replica's constructor failed
             print(f"jasco-serve: error: the application did not start: {_line(_deploy_failure(config, exc))}",
                   file=sys.stderr)
             return EXIT_FAILED
+        if front is not None:
+            front.hand_over()  # the proxy answers from here on
         lo, hi = config.replica_counts
         replicas = f"{lo}" if lo == hi else f"{lo}–{hi} (autoscaling)"
         url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/"
@@ -249,7 +259,9 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         return EXIT_BAD_INPUT
     finally:
         stop.raising = False
-        _shutdown(config, started)
+        if front is not None:
+            front.close()
+        _shutdown(config, started, local=temp_dir is not None)
         for s, h in previous.items():
             signal.signal(s, h)
         if temp_dir is not None:
@@ -262,11 +274,14 @@ def _short_temp_root() -> str:
     return root if len(root) <= 40 else "/tmp"
 
 
-def _shutdown(config: ServeConfig, started: bool) -> None:
+def _shutdown(config: ServeConfig, started: bool, local: bool = False) -> None:
     """Remove the application; stop the local instance (its Serve controller goes with it: no
-    ``serve.shutdown()``, whose controller kill logs a spurious "graceful_shutdown failed")."""
+    ``serve.shutdown()``, whose controller kill logs a spurious "graceful_shutdown failed"), and with it
+    every process it started (:func:`_reap`)."""
     import ray
     from ray import serve
+
+    ours = _descendants() if local else []  # before ray.shutdown(): the raylet's children are still its own
 
     if started:
         try:
@@ -274,8 +289,39 @@ def _shutdown(config: ServeConfig, started: bool) -> None:
             serve.delete(config.app_name, _blocking=bool(config.address))
         except Exception as exc:  # noqa: BLE001 — shutting down anyway
             logger.warning("serve delete: %s", bounded(str(exc)))
-    if ray.is_initialized():
+    if ray.is_initialized() or local:  # locally also after an interrupted ray.init: it stops what it started
         ray.shutdown()
+    if local:
+        _reap(ours + _descendants())
+
+
+def _descendants() -> tp.List[tp.Any]:
+    """The processes below this one (``psutil.Process``; Ray ships psutil), [] without psutil."""
+    try:
+        import psutil
+
+        return psutil.Process().children(recursive=True)
+    except Exception:  # noqa: BLE001 — nothing to reap is better than a failed exit
+        return []
+
+
+def _reap(procs: tp.Sequence[tp.Any], grace_s: float = REAP_GRACE_S) -> None:
+    """SIGTERM the processes of the local instance that outlived ``ray.shutdown()`` (the raylet's dashboard
+    and runtime-env agents notice its end only a minute later), SIGKILL the ones left after ``grace_s``."""
+    try:
+        import psutil
+
+        alive = [p for p in {p.pid: p for p in procs}.values() if p.is_running()]
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=grace_s)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=grace_s)
+    except Exception as exc:  # noqa: BLE001 — stopping anyway
+        logger.warning("stopping Ray's processes: %s", bounded(str(exc)))
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
