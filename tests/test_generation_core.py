@@ -315,6 +315,31 @@ def test_the_device_loop_is_the_host_loop_on_the_cpu(tiny_engines):
     assert flow.rows == [3, 1] * 6 and step.rows == [1, 1] * 6  # 2 × 2 rows in chunks of 3, 2 prompts one by one
 
 
+def test_a_batched_device_solve_weighs_each_request_with_its_own_cfg(tiny_engines):
+    """Two requests with different CFG coefficients (same terms) share one device solve (2 prompts × 3 terms: the
+    flow step's 6-row profile): each prompt's rows get its own weights in solver_step, and every clip equals its
+    host-loop result and its solo result."""
+    from jasco_runtime import JascoPipeline
+    from jasco_runtime.batching import generate_batch
+    from jasco_runtime.request import GenerationRequest
+
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    reqs = [GenerationRequest(["funk groove"], chords="C:0 F:4", solver="heun", steps=2, seed=i, cfg_coef_all=a,
+                              cfg_coef_txt=b).resolved(pipe.manifest.defaults)
+            for i, (a, b) in enumerate(((1.25, 2.5), (3.0, 0.5)))]
+    got = {}
+    for loop in (True, False):
+        pipe.core.device_loop = loop
+        outcomes = generate_batch(pipe, reqs)
+        assert all(o.timings["batch_prompts"] == 2 and o.ode_loop == ("device" if loop else "host") for o in outcomes)
+        got[loop] = [o.latents for o in outcomes]
+    pipe.core.device_loop = True
+    solo = [generate_batch(pipe, [r])[0].latents for r in reqs]
+    for a, b, c in zip(got[True], got[False], solo):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=0, atol=1e-5)  # batched == solo (chunking may reorder BLAS sums)
+
+
 def test_the_device_loop_continues_long_song_windows_as_the_host_loop_does(tiny_engines):
     """A 25-s song (3 windows, the later two continued over their overlap): the device loop (solver_step applies
     the continuation path and velocity) gives the host loop's song and audio bit for bit on the CPU."""
