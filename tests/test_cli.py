@@ -284,14 +284,29 @@ def test_build_engines_builds_a_graph_named_twice_once(tiny_engines, tmp_path, t
 # -- jasco-export subcommands -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["make-tiny", "demo"])
 def test_make_tiny_and_demo_out_a_file_is_bad_input(command, tmp_path, capfd):
-    """MT04/MT08: ``make-tiny --out FILE`` / ``demo --out FILE`` → NotADirectoryError traceback."""
+    """MT04/MT08: ``make-tiny --out FILE`` / ``demo --out FILE`` → NotADirectoryError traceback; then the line
+    carried the prefix twice (``jasco-export: error: jasco-export make-tiny --out …``)."""
     from jasco_export.cli import main
 
     (tmp_path / "FILE").write_text("keep me")
     code = main([command, "--out", str(tmp_path / "FILE")])
     err = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "is a file, not a folder" in err[0], err
+    assert code == 2 and err == [f"jasco-export: error: --out {tmp_path / 'FILE'} is a file, not a folder; "
+                                 "give a folder (it is created if missing)"], err
     assert (tmp_path / "FILE").read_text() == "keep me" and files_in(tmp_path) == ["FILE"]
+
+
+@pytest.mark.parametrize("command", ["make-tiny", "demo"])
+def test_make_tiny_and_demo_out_a_name_too_long_is_bad_input(command, tmp_path, capfd):
+    """MT04/MT08 with a 300-byte name (Z06's case for a folder): ``OSError: [Errno 36] File name too long``."""
+    from jasco_export.cli import main
+
+    code = main([command, "--out", str(tmp_path / ("n" * 300))])
+    err = capfd.readouterr().err.strip().splitlines()
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert code == 2 and err == [f"jasco-export: error: a name in --out is 300 bytes long; this file system takes "
+                                 f"at most {limit}; choose a shorter name"], err
+    assert files_in(tmp_path) == []
 
 
 @pytest.mark.parametrize("variants, written, fragment", [
