@@ -5,6 +5,7 @@ before any test module imports it.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -69,6 +70,16 @@ def melody_engines(tiny_hub, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engines-melody") / "chords-drums-melody"
     return run_export(ExportOptions(model="jasco-tiny/chords-drums-melody", out=out, precisions=("fp32",),
                                     run_parity=False, end_to_end=False)).out
+
+
+def as_schema_2_0(folder: Path) -> None:
+    """Rewrite an export folder's manifest as jasco-export wrote it before schema 2.1: no digests."""
+    m = json.loads((folder / "manifest.json").read_text())
+    m["schema_version"] = "2.0"
+    for g in m["graphs"].values():
+        for art in g["artifacts"].values():
+            art.pop("digests", None)
+    (folder / "manifest.json").write_text(json.dumps(m))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import typing as tp
 from pathlib import Path
@@ -284,14 +285,29 @@ def test_build_engines_builds_a_graph_named_twice_once(tiny_engines, tmp_path, t
 # -- jasco-export subcommands -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["make-tiny", "demo"])
 def test_make_tiny_and_demo_out_a_file_is_bad_input(command, tmp_path, capfd):
-    """MT04/MT08: ``make-tiny --out FILE`` / ``demo --out FILE`` → NotADirectoryError traceback."""
+    """MT04/MT08: ``make-tiny --out FILE`` / ``demo --out FILE`` → NotADirectoryError traceback; then the line
+    carried the prefix twice (``jasco-export: error: jasco-export make-tiny --out …``)."""
     from jasco_export.cli import main
 
     (tmp_path / "FILE").write_text("keep me")
     code = main([command, "--out", str(tmp_path / "FILE")])
     err = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "is a file, not a folder" in err[0], err
+    assert code == 2 and err == [f"jasco-export: error: --out {tmp_path / 'FILE'} is a file, not a folder; "
+                                 "give a folder (it is created if missing)"], err
     assert (tmp_path / "FILE").read_text() == "keep me" and files_in(tmp_path) == ["FILE"]
+
+
+@pytest.mark.parametrize("command", ["make-tiny", "demo"])
+def test_make_tiny_and_demo_out_a_name_too_long_is_bad_input(command, tmp_path, capfd):
+    """MT04/MT08 with a 300-byte name (Z06's case for a folder): ``OSError: [Errno 36] File name too long``."""
+    from jasco_export.cli import main
+
+    code = main([command, "--out", str(tmp_path / ("n" * 300))])
+    err = capfd.readouterr().err.strip().splitlines()
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert code == 2 and err == [f"jasco-export: error: a name in --out is 300 bytes long; this file system takes "
+                                 f"at most {limit}; choose a shorter name"], err
+    assert files_in(tmp_path) == []
 
 
 @pytest.mark.parametrize("variants, written, fragment", [
@@ -500,6 +516,103 @@ def test_sigterm_during_jasco_run_build_engines_is_one_line(tiny_engines, tmp_pa
                          "engines finished before it are in the manifest"), err.text
     assert all(ln.startswith("jasco-run build-engines: ") for ln in lines), err.text  # progress lines, no traceback
     assert not list(folder.glob("*.plan")) and "tensorrt-fp16" not in (folder / "manifest.json").read_text()
+
+
+def test_the_start_up_handler_is_in_place_before_the_signal_module_is_imported():
+    """The flaky first-moments test: ``import signal`` (its enums: milliseconds under load) ran before jasco-run's
+    start-up handler, so a Ctrl-C then was a KeyboardInterrupt traceback from jasco_runtime/cli/__init__.py."""
+    code = textwrap.dedent("""
+        import _signal, sys
+        seen = []
+        class Spy:
+            def find_spec(self, name, path=None, target=None):
+                if name == "signal" and not seen:
+                    seen.append(_signal.getsignal(_signal.SIGINT))
+        sys.meta_path.insert(0, Spy())
+        sys.modules.pop("signal", None)
+        sys.argv[0] = "-m"  # as while `python -m jasco_runtime.cli` imports the package
+        import jasco_runtime.cli as cli
+        print(seen[0] is cli._exit_during_start_up)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], env=RUN_ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "True", (res.stdout, res.stderr)
+
+
+def test_a_signal_swallowed_by_a_weakref_callback_is_raised_at_the_next_check(monkeypatch):
+    """The flaky first-moments test: SIGTERM arriving while importlib ran a module-lock weakref callback (during
+    ``import onnxruntime``) was "Exception ignored in …" and lost: the run went on to write its wav, exit 0."""
+    import weakref
+
+    from jasco_runtime import signals
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here, where Python cannot raise
+            pass
+
+    ignored: tp.List[object] = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    with pytest.raises(signals.Terminated):
+        with signals.settling(), signals.interrupts():
+            thing = Thing()
+            ref = weakref.ref(thing, callback)
+            del thing
+            for _ in range(1000):
+                pass
+            signals.check()
+    assert ref() is None and ignored == []
+
+
+def test_a_signal_a_library_swallowed_is_raised_at_the_next_check():
+    """A native library may clear a signal's exception (no trace at all): ``signals.check()`` raises it."""
+    from jasco_runtime import signals
+
+    with signals.settling(), signals.interrupts():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        except signals.Terminated:
+            pass  # what the library did
+        with pytest.raises(signals.Terminated):
+            signals.check()
+        signals.settle()
+        signals.check()  # once the outcome is settled, nothing more is raised
+    signals.check()  # and outside a command's scope never
+
+
+def test_a_signal_just_after_the_outputs_are_in_place_keeps_them(tiny_engines, tmp_path, capfd, monkeypatch):
+    """S09/S10: SIGTERM after the renames, before generate returned → "terminated by SIGTERM; nothing was written",
+    exit 143, with every output on disk."""
+    import jasco_runtime.cli.generate as gen
+
+    note = gen.late_signal_note
+    monkeypatch.setattr(gen, "late_signal_note", lambda *a: (signal.raise_signal(signal.SIGTERM), note(*a)))
+    code, lines, _ = _main(capfd, "--engines", str(tiny_engines.out), "--text", "a", "--text", "b", "--steps", "1",
+                           "--no-progress", "--out", str(tmp_path / "t.wav"))
+    assert code == 0 and lines[-1] == "jasco-run: SIGTERM arrived after the command had finished; its result stands", \
+        lines
+    assert files_in(tmp_path) == ["t_0.wav", "t_1.wav"]
+
+
+def test_a_signal_after_the_command_returned_is_no_traceback(tmp_path):
+    """S09/S10 in CI: a signal after the wrapper had reported, before jasco-run ended the process → a Terminated
+    traceback, exit 1.  (A real process: only the command itself ends the process in ``_settle``.)"""
+    code = textwrap.dedent(f"""
+        import signal, sys
+        sys.argv = ["-m", "--engines", {str(tmp_path / "missing")!r}, "--text", "x", "--out", "o.wav"]
+        import jasco_runtime.cli as cli
+        settle = cli._settle
+        cli._settle = lambda code: (signal.raise_signal(signal.SIGTERM), settle(code))
+        sys.exit(cli.main())
+    """)
+    res = subprocess.run([sys.executable, "-c", code], env=RUN_ENV, capture_output=True, text=True, timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 2 and "does not exist" in lines[0], res.stderr
+    assert lines[1] == "jasco-run: SIGTERM arrived after the command had finished; its result stands", res.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, as_schema_2_0
 
 RUN_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "export"), str(ROOT / "runtime")])}
 
@@ -87,12 +87,7 @@ def _edit_manifest(edit: tp.Callable[[dict], tp.Any]) -> tp.Callable[[Path], Non
 def _schema_2_0(damage: tp.Callable[[Path], None]) -> tp.Callable[[Path], None]:
     """The same damage to a folder written before schema 2.1 (no digests): the engine's own checks name it."""
     def legacy(folder: Path) -> None:
-        m = json.loads((folder / "manifest.json").read_text())
-        m["schema_version"] = "2.0"
-        for g in m["graphs"].values():
-            for art in g["artifacts"].values():
-                art.pop("digests", None)
-        (folder / "manifest.json").write_text(json.dumps(m))
+        as_schema_2_0(folder)
         damage(folder)
     return legacy
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import as_schema_2_0
+
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,16 +89,6 @@ def test_jasco_run_verify_passes_on_a_good_folder(tiny_engines, tmp_path):
     assert {r["artifact"] for r in report["rows"] if r["status"] == "PASS"} == listed
 
 
-def _as_schema_2_0(folder: Path) -> None:
-    """A folder as jasco-export wrote it before schema 2.1: no digests."""
-    m = json.loads((folder / "manifest.json").read_text())
-    m["schema_version"] = "2.0"
-    for g in m["graphs"].values():
-        for art in g["artifacts"].values():
-            art.pop("digests", None)
-    (folder / "manifest.json").write_text(json.dumps(m))
-
-
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "other_graph"])
 def test_jasco_run_verify_names_a_file_of_another_size_before_anything_runs(tiny_engines, tmp_path, capsys, damage):
     from jasco_runtime.cli import main
@@ -122,7 +114,7 @@ def test_jasco_run_verify_fails_naming_a_damaged_graph(tiny_engines, tmp_path, c
 
     folder = _copy(tiny_engines, tmp_path)
     if damage != "delete":
-        _as_schema_2_0(folder)
+        as_schema_2_0(folder)
     target = folder / "flow_step.fp16.onnx"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
@@ -239,7 +231,7 @@ def test_jasco_export_verify_reruns_the_gate_and_names_a_corrupted_graph(tiny_en
     assert bad.returncode == 2  # the recorded size differs: named before the model loads
     last = bad.stderr.strip().splitlines()[-1]
     assert "text_encoder.fp32.onnx has 2048 bytes" in last
-    _as_schema_2_0(folder)  # no digests: the gate runs and names the graph it cannot load
+    as_schema_2_0(folder)  # no digests: the gate runs and names the graph it cannot load
     bad = _run("-m", "jasco_export.cli", "verify", str(folder), "--no-e2e")
     assert bad.returncode == 1
     last = bad.stderr.strip().splitlines()[-1]
@@ -305,7 +297,7 @@ def test_verify_runs_tensorrt_engines_and_fails_a_damaged_plan(tiny_engines, tmp
     plan = folder / "flow_step.fp16.plan"
     plan.write_bytes(plan.read_bytes()[: plan.stat().st_size // 3])
     assert main(["verify", str(folder), "--backend", "tensorrt", "--no-e2e"]) == 2  # the recorded size differs
-    _as_schema_2_0(folder)  # without digests the engine itself fails to load, a FAIL row
+    as_schema_2_0(folder)  # without digests the engine itself fails to load, a FAIL row
     assert main(["verify", str(folder), "--backend", "tensorrt", "--no-e2e"]) == 1
     rows = [r for r in json.loads((folder / "verify.json").read_text())["rows"] if r["artifact"] == "flow_step fp16 tensorrt"]
     assert rows and rows[0]["status"] == "FAIL" and "cannot load" in rows[0]["reason"]

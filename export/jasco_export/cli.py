@@ -118,7 +118,7 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
         raise InputError(f"--variants {a.variants!r} names no variant; choose from {', '.join(VARIANTS)}")
     if unknown:
         raise InputError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    _check_out_folder(a.out, "make-tiny")
+    _check_out_folder(a.out)
     hub = make_tiny_models(a.out, seed=a.seed, force=a.force, preset=a.preset, variants=variants)
     org = PRESETS[a.preset]["org"]
     print(f"{a.preset} models in {hub}\nuse them with:\n  export HF_HUB_CACHE={hub.resolve()} HF_HUB_OFFLINE=1\n"
@@ -127,11 +127,12 @@ def _make_tiny(argv: tp.Sequence[str]) -> int:
     return 0
 
 
-def _check_out_folder(out: Path, command: str) -> None:
-    """``--out`` of make-tiny/demo is a folder: an existing file there is bad input, said up front (MT04, MT08)."""
+def _check_out_folder(out: Path) -> None:
+    """``--out`` of make-tiny/demo is a folder: an existing file there, or a name too long, is bad input, said up
+    front (MT04, MT08).  ``main`` prefixes the line with ``jasco-export: error:``, so the option is named bare."""
     from jasco_runtime.cli.paths import input_folder
 
-    input_folder(out, f"jasco-export {command} --out", "give a folder (it is created if missing)")
+    input_folder(out, "--out", "give a folder (it is created if missing)")
 
 
 def _separate(argv: tp.Sequence[str]) -> int:
@@ -160,7 +161,7 @@ def _demo(argv: tp.Sequence[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--variant", default="chords-drums", choices=["chords-drums", "chords-drums-melody"])
     a = p.parse_args(argv)
-    _check_out_folder(a.out, "demo")
+    _check_out_folder(a.out)
     from .exporter import ExportOptions, run_export
     from .tiny.presets import make_tiny_models
 

@@ -9,18 +9,28 @@ an interrupted command must say what really happened.  So:
   library which swallows the exception (ONNX Runtime reports "initialization failed") can tell an interrupt
   from a real failure;
 * :func:`signals_held` defers the signals over a short critical section (renaming finished outputs into
-  place) and tells the caller which one arrived, so the outcome is all-or-nothing and the message matches.
+  place) and tells the caller which one arrived, so the outcome is all-or-nothing and the message matches;
+* :func:`settle`, inside a :func:`settling` scope (a command's run), marks the outcome final: from then until
+  the scope ends the raising handlers record a signal (:func:`take_late`) instead of raising it, so a signal
+  after the outputs exist can neither say "nothing was written" nor end in a traceback (S09/S10);
+* a signal whose exception Python or a native library swallowed (raised in a weakref callback during an import,
+  cleared by C code) is not lost: :func:`check`, called by a command at its milestones, raises it then.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import signal
+import sys
 import threading
 import typing as tp
 
 NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 _received: tp.List[int] = []  # every signal number caught by a handler of this module, in order
+_scopes = 0  # open settling() scopes
+_settled = False  # settle() was called in the open scope: the raising handlers record instead
+_late: tp.List[int] = []  # signals recorded since settle(), not yet reported (take_late)
+_unhandled: tp.Optional[int] = None  # the last signal raised inside a settling() scope (swallowed if still unsettled)
 
 
 class Terminated(KeyboardInterrupt):
@@ -44,7 +54,66 @@ def exception_for(signum: int) -> KeyboardInterrupt:
 
 def _raise(signum: int, frame: tp.Any) -> None:
     _received.append(signum)
+    if _settled:  # the command's outcome is final: a signal now cannot change it
+        _late.append(signum)
+        return
+    global _unhandled
+    _unhandled = signum
     raise exception_for(signum)
+
+
+def _quiet_when_swallowed(hook: tp.Callable[[tp.Any], tp.Any]) -> tp.Callable[[tp.Any], tp.Any]:
+    """``sys.unraisablehook`` that keeps quiet about an exception of this module's handler that Python could not
+    raise (it came in a weakref callback or ``__del__``, e.g. importlib's module-lock callback during an
+    import): instead of "Exception ignored in ...", :func:`check` raises it at the command's next milestone."""
+    def quiet(unraisable: tp.Any) -> None:
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _unhandled is not None and _scopes):
+            hook(unraisable)
+    return quiet
+
+
+def check() -> None:
+    """Raise the exception of a signal caught inside a :func:`settling` scope that never reached the command's
+    handler (a native library swallowed it), unless the outcome is already settled; a no-op otherwise."""
+    if _scopes and not _settled and _unhandled is not None:
+        raise exception_for(_unhandled)
+
+
+@contextlib.contextmanager
+def settling() -> tp.Iterator[None]:
+    """A command's scope for :func:`settle`; scopes nest, and leaving the outermost one makes the handlers raise
+    again (and forgets unreported late signals), so an in-process caller gets the normal behaviour back."""
+    global _scopes, _settled, _unhandled
+    if not _scopes:
+        _unhandled = None
+    _scopes += 1
+    try:
+        yield
+    finally:
+        _scopes -= 1
+        if not _scopes:
+            _settled = False
+            _unhandled = None
+            _late.clear()
+
+
+def settle() -> None:
+    """The command's outcome is final (its outputs are in place, or its error is being reported): until the
+    outermost :func:`settling` scope ends, a SIGINT/SIGTERM caught by the raising handlers is recorded for
+    :func:`take_late` instead of raised.  Outside any scope (library use) it does nothing."""
+    global _settled
+    if _scopes:
+        _settled = True
+
+
+def take_late() -> tp.Optional[str]:
+    """The name of the first signal recorded since :func:`settle` and not yet reported ("SIGTERM"), or None;
+    the record is cleared, so each is reported once."""
+    if not _late:
+        return None
+    signum = _late[0]
+    _late.clear()
+    return NAMES.get(signum, f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -53,11 +122,15 @@ def _handlers(signums: tp.Sequence[int], handler: tp.Callable[[int, tp.Any], Non
         yield
         return
     previous = {s: signal.signal(s, handler) for s in signums}
+    hook = sys.unraisablehook
+    if handler is _raise:
+        sys.unraisablehook = _quiet_when_swallowed(hook)
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        sys.unraisablehook = hook
 
 
 def install() -> None:

@@ -10,14 +10,14 @@ before numpy and the backends are imported: Ctrl-C in the first 0.1 s is a one-l
 """
 from __future__ import annotations
 
+import _signal  # the builtin itself: `import signal` builds its enums first (milliseconds without a handler)
 import os
-import signal
 import sys
 
 
 def _exit_during_start_up(signum: int, frame: object) -> None:
     """Ctrl-C/SIGTERM while jasco-run is still importing: nothing exists yet to clean up or report."""
-    term = signum == signal.SIGTERM
+    term = signum == _signal.SIGTERM
     os.write(2, f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
                 "written\n".encode())
     os._exit(128 + signum)
@@ -27,9 +27,10 @@ def _exit_during_start_up(signum: int, frame: object) -> None:
 # package is imported): handle the signals before anything else is imported.  A library import is left alone.
 _AS_COMMAND = bool(sys.argv) and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "jasco-run")
 if _AS_COMMAND:
-    for _s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(_s, _exit_during_start_up)
+    for _s in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(_s, _exit_during_start_up)
 
+import signal  # noqa: E402
 import typing as tp  # noqa: E402
 
 from .. import signals as _signals  # noqa: E402
@@ -40,15 +41,21 @@ __all__ = ["main", "parser", "COMMANDS"]
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     """``jasco-run`` (see :func:`jasco_runtime.cli.app.main` for the exit codes)."""
-    with _signals.interrupts():  # from here on Ctrl-C/SIGTERM raise; the subcommand wrapper reports them
+    # from here on Ctrl-C/SIGTERM raise and the subcommand wrapper reports them; once it has settled the outcome,
+    # they are recorded until the process ends (no window in which a finished run could end in a traceback)
+    with _signals.interrupts(), _signals.settling():
         try:
             from .app import main as run_main
+
+            _signals.check()  # a signal whose exception an import swallowed
         except KeyboardInterrupt as exc:  # the signal came while Python was still importing (numpy, ...)
+            _signals.settle()
             term = isinstance(exc, _signals.Terminated)
             print(f"jasco-run: {'terminated by SIGTERM' if term else 'interrupted'} during start-up; nothing was "
                   "written", file=sys.stderr, flush=True)
-            return EXIT_TERMINATED if term else EXIT_INTERRUPTED
-        code = run_main(argv)
+            code = EXIT_TERMINATED if term else EXIT_INTERRUPTED
+        else:
+            code = run_main(argv)
         if _AS_COMMAND:  # inside the block: no moment without a handler of ours (the start-up one would lie)
             _settle(code)
     return code
@@ -61,11 +68,14 @@ def _settle(code: int) -> tp.NoReturn:
     flushed; a signal in between says so and keeps the code."""
     import logging
 
-    def late(signum: int, frame: object) -> None:
-        name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+    def note(name: str) -> None:
         os.write(2, f"jasco-run: {name} arrived after the command had finished; its result stands\n".encode())
+
+    def late(signum: int, frame: object) -> None:  # at once: a flush may be blocked on a full pipe
+        note("SIGTERM" if signum == signal.SIGTERM else "SIGINT")
         os._exit(code)
 
+    _signals.settle()  # until `late` is installed, a signal is recorded, not raised
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, late)
     logging.shutdown()
@@ -74,6 +84,9 @@ def _settle(code: int) -> tp.NoReturn:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more to say
             pass
+    name = _signals.take_late()  # recorded after the wrapper's own report
+    if name:
+        note(name)
     os._exit(code)
 
 

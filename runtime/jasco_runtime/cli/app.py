@@ -50,10 +50,13 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             except SystemExit as exc:  # --help
                 return int(exc.code or 0)
     except UsageError as exc:  # argparse names the top parser for unrecognized arguments: point at the subcommand
+        signals.settle()  # (each branch: the outcome is decided; a signal while it is reported is only recorded)
         return fail(prog, str(exc).replace(f"(see {PROG} --help)", f"(see {prog} --help)"), EXIT_BAD_INPUT, as_json)
     except signals.Terminated:
+        signals.settle()
         return fail(prog, "terminated by SIGTERM; nothing was written", EXIT_TERMINATED, as_json, prefix="")
     except KeyboardInterrupt:
+        signals.settle()
         return fail(prog, "interrupted; nothing was written", EXIT_INTERRUPTED, as_json, prefix="")
     logs.configure(prog, verbose=args.verbose or COMMANDS[args.command].progress)
     return run_command(prog, COMMANDS[args.command], args)

@@ -53,41 +53,51 @@ def fail(prog: str, message: str, code: int, as_json: bool, prefix: str = "error
 
 def run_command(prog: str, command: Command, args: argparse.Namespace) -> int:
     """Run ``command`` with SIGINT/SIGTERM raising (clean-up runs in ``finally``/``except BaseException``)
-    and map the outcome to the documented exit code and one line."""
-    as_json = bool(getattr(args, "json", False))
+    and map the outcome to the documented exit code and one line.  Once the outcome is known (the command
+    returned, or its failure is being reported) a signal is recorded, not raised (``signals.settle``): it is
+    reported after the fact and cannot turn a finished run into "nothing was written" or a traceback."""
+    with signals.settling():
+        code = _outcome(prog, command, args, bool(getattr(args, "json", False)))
+        late = signals.take_late()
+        if late:  # S09/S10: the signal came after the command finished (its outputs are in place): say so, keep it
+            print(f"{prog}: {late} arrived after the command had finished; its result stands", file=sys.stderr,
+                  flush=True)
+        return code
+
+
+def _outcome(prog: str, command: Command, args: argparse.Namespace, as_json: bool) -> int:
     before = signals.received()
-    done: tp.List[int] = []  # the command's exit code once it returned (a signal after that cannot undo it)
     try:
         try:
             with signals.interrupts():
                 from ..verify import VerificationFailed  # noqa: F401  (inside: a signal during the import is one line)
 
-                done.append(command.run(args))
-            return done[0]
+                code = command.run(args)
+                signals.settle()
+            return code
         except Exception as exc:  # a native library turned a signal into its own error (ONNX Runtime's import or
             if signals.received() == before:  # session init: "initialization failed"): the signal is what happened
                 raise
             raise signals.exception_for(signals.last_signal()) from exc
     except JascoError as exc:
+        signals.settle()
         from ..verify import VerificationFailed
 
         if isinstance(exc, VerificationFailed):
             return fail(prog, str(exc), EXIT_FAILED, as_json, prefix="")
         return fail(prog, str(exc), EXIT_BAD_INPUT, as_json)
     except KeyboardInterrupt as exc:
-        if done:  # S09/S10: the signal came after the command finished (its outputs are in place): say so, keep it
-            name = "SIGTERM" if isinstance(exc, signals.Terminated) else "SIGINT"
-            print(f"{prog}: {name} arrived after the command had finished; its result stands", file=sys.stderr,
-                  flush=True)
-            return done[0]
+        signals.settle()
         if isinstance(exc, signals.Terminated):
             return fail(prog, f"terminated by SIGTERM; {command.interrupted}", EXIT_TERMINATED, as_json, prefix="")
         return fail(prog, f"interrupted; {command.interrupted}", EXIT_INTERRUPTED, as_json, prefix="")
     except BrokenPipeError:  # `jasco-run ... --json | head`: the reader left; no traceback, no second write
+        signals.settle()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print(f"{prog}: stdout was closed before the report was printed (broken pipe)", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
+        signals.settle()
         if as_json:  # a bug: the traceback goes to stderr, the JSON reader still gets an object
             print(json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}", "exit_code": EXIT_FAILED}))
         raise

@@ -23,6 +23,7 @@ from ..files import atomic_write_all
 from ..export_folder import Backend, Precision
 from ..request import GenerationRequest
 from ..solvers import SOLVERS
+from .. import signals
 from ..signals import signals_held
 from . import logs
 from .command import Command, late_signal_note
@@ -191,6 +192,7 @@ def generate(a: argparse.Namespace) -> int:
     pipe = JascoPipeline.from_dir(folder, backend=a.backend, providers=[a.provider] if a.provider else None,
                                   precision=a.precision, low_memory=a.low_memory, conditioner=conditioner)
     try:
+        signals.check()  # a signal swallowed while the backend was imported or its sessions opened
         r = pipe.resolution
         logger.info("engines of %s ready (%s %s on %s); generating %d clip(s)", a.engines, r.backend, r.precision,
                     r.device, len(prompts))
@@ -213,8 +215,10 @@ def generate(a: argparse.Namespace) -> int:
                "timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "traffic": res.traffic,
                "ode_loop": res.ode_loop,
                "real_time_factor": res.timings["total"] / (len(prompts) * seconds) if seconds > 0 else None}
+    signals.check()  # the last moment a signal still means "nothing was written"
     with signals_held() as held:  # from the first rename to the summary: a signal cannot make the report lie
         late = _write_outputs(files) or held.name
+        signals.settle()  # every output is in place: from here on a signal is reported after the fact (S09/S10)
         if late:
             summary["late_signal"] = late  # arrived during the renames; every output was completed
         if a.json:

@@ -2,6 +2,7 @@
 (a folder is not "missing", /dev/zero is not a file), and output names the file system can hold."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -23,10 +24,36 @@ def input_file(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
+def _exists(path: Path, what: str) -> bool:
+    """``path.exists()``, with a name the file system cannot hold (ENAMETOOLONG: a component over NAME_MAX, or
+    the whole path over PATH_MAX) reported as bad input instead of an ``OSError``."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)))
+    size = len(os.fsencode(longest))
+    folder = next((p for p in path.parents if _is_dir(p)), Path("."))
+    if size > _name_max(folder):
+        raise InputError(f"a name in {what} is {size} bytes long; this file system takes at most "
+                         f"{_name_max(folder)}; choose a shorter name")
+    raise InputError(f"{what} is {len(os.fsencode(str(path)))} bytes long, more than this system takes in a path; "
+                     "choose a shorter path")
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def input_folder(path: Path, what: str, hint: str = "") -> Path:
-    """An existing folder; an existing file is "not a folder", not "does not exist"."""
+    """An existing folder; an existing file is "not a folder", not "does not exist"; a name too long for the
+    file system is named as such (Z06's case, for folders)."""
     hint = f"; {hint}" if hint else ""
-    if path.exists() and not path.is_dir():
+    if _exists(path, what) and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder{hint}")
     return path
 
