@@ -263,22 +263,25 @@ def _device_counters(standin) -> tp.Dict[str, int]:
 def test_a_fixed_step_solve_moves_nothing_between_host_and_device_per_evaluation(trt_pipe, trt_standin, solver):
     """Issue 16 §5: on the TensorRT stand-in, between two evaluations (``cancel`` is asked before each) the device
     saw no copy in any direction and no allocation or free — counted by the stand-in's CUDA, not by the project —
-    while both engines ran; the latents equal the host loop's on the same engines.  The host loop sends z and t in
+    while both engines ran, and nothing was still queued (progress and cancellation follow finished work); the
+    latents equal the host loop's on the same engines.  The host loop sends z and t in
     and v out at every evaluation (the old design), which this test measures too."""
     kw = dict(steps=3, seed=0, progress=False, chords="C:0 F:4", **{**CFG, "solver": solver})
     per_eval = {}
     for loop in ("device", "host"):
         trt_pipe.core.device_loop = loop == "device"
-        seen = []
+        seen, queued = [], []
 
         def cancel() -> bool:
             seen.append((_device_counters(trt_standin), trt_standin.executions))
+            queued.append(sum(len(ops) for ops in trt_standin.gpu.streams.values()))
             return False
 
         res = trt_pipe.generate(["a", "b"], cancel=cancel, **kw)
         assert res.ode_loop == loop and len(seen) == res.nfe == (3 if solver == "euler" else 6)
         per_eval[loop] = [({k: b[0][k] - a[0][k] for k in a[0]}, b[1] - a[1]) for a, b in zip(seen, seen[1:])]
         per_eval[loop + "_latents"] = res.latents
+        assert queued[1:] == [0] * (len(queued) - 1), queued  # each evaluation done before the next is asked for
         per_eval[loop + "_traffic"] = res.traffic
     rows, T, D = 2 * 3, 500, 128  # 2 prompts × 3 CFG terms
     nothing = {"h2d": 0, "d2h": 0, "d2d": 0, "mallocs": 0, "frees": 0}

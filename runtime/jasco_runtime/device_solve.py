@@ -82,26 +82,37 @@ class DeviceSolve:
             raise ValueError(f"z0 has {z0.shape[0]} prompts, the conditions {P}")
         with self.flow.workspace() as ws:
             arrays = self._arrays(ws, z0, schedule)
-            engines = (self.flow, self.step)
-            before = [e.traffic.copy() for e in engines]
-            cur = 0
-            for e, ev in enumerate(schedule):
-                if cancel is not None and cancel():
-                    raise Cancelled("the generation was cancelled (the request timed out or the client went away)")
-                self._evaluate(ws, arrays, e, ev, cur)
-                cur ^= int(ev.ends_step)
-                if callback is not None:
-                    callback(e + 1, len(schedule))
-            if loop_traffic is not None:
-                for engine, b in zip(engines, before):
-                    spent = engine.traffic.since(b)
-                    loop_traffic.h2d += spent.h2d
-                    loop_traffic.d2h += spent.d2h
-                    loop_traffic.allocations += spent.allocations
-            z = ws.download(arrays["base"][cur])
+            try:
+                z = self._loop(ws, arrays, schedule, callback, cancel, loop_traffic)
+            finally:
+                arrays.clear()  # no view of an OrtValue outlives the workspace (a traceback keeps this frame)
         if not np.isfinite(z).all():
             raise SolverError("the state became non-finite: the vector field returned NaN/inf or the steps are too large")
         return ODEResult(z=z, nfe=len(schedule), n_steps=int(settings.steps))
+
+    def _loop(self, ws: Workspace, arrays: tp.Dict[str, tp.Any], schedule: tp.Sequence[StageEvaluation],
+              callback: tp.Optional[Callback], cancel: tp.Optional[Cancel],
+              loop_traffic: tp.Optional[Traffic]) -> np.ndarray:
+        """The evaluations; each is waited for (a stream synchronisation, no copy) before its progress tick and the
+        next cancellation check, so progress is work done and a cancelled solve stops within one evaluation."""
+        engines = (self.flow, self.step)
+        before = [e.traffic.copy() for e in engines]
+        cur = 0
+        for e, ev in enumerate(schedule):
+            if cancel is not None and cancel():
+                raise Cancelled("the generation was cancelled (the request timed out or the client went away)")
+            self._evaluate(ws, arrays, e, ev, cur)
+            cur ^= int(ev.ends_step)
+            ws.synchronize()
+            if callback is not None:
+                callback(e + 1, len(schedule))
+        if loop_traffic is not None:
+            for engine, b in zip(engines, before):
+                spent = engine.traffic.since(b)
+                loop_traffic.h2d += spent.h2d
+                loop_traffic.d2h += spent.d2h
+                loop_traffic.allocations += spent.allocations
+        return ws.download(arrays["base"][cur])
 
     # -- set-up: everything the loop touches, allocated and uploaded once ---------------------------------------
     def _arrays(self, ws: Workspace, z0: np.ndarray, schedule: tp.Sequence[StageEvaluation]) -> tp.Dict[str, tp.Any]:
@@ -167,7 +178,7 @@ def device_solver_available(flow: Engine, step: tp.Optional[Engine], settings: S
         return "the export has no solver_step graph (exported before it existed: re-export)"
     if not settings.fixed_step:
         return "dopri5 adapts its steps on the host"
-    if flow.device != step.device:
-        return f"flow_step runs on {flow.device}, solver_step on {step.device}"
+    if flow.device != step.device or type(flow) is not type(step):
+        return f"flow_step ({type(flow).__name__}) and solver_step ({type(step).__name__}) run on different backends"
     return None
 

@@ -107,8 +107,12 @@ class Workspace(abc.ABC):
         """``array``'s contents on the host, once the work queued before it is done (one device→host copy)."""
 
     @abc.abstractmethod
+    def synchronize(self) -> None:
+        """Return once the work queued on the workspace's arrays is done (no copy)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        """Free every array of the workspace.  Idempotent."""
+        """Free every array of the workspace, after the work queued on them.  Idempotent."""
 
     def __enter__(self) -> "Workspace":
         return self
@@ -178,6 +182,9 @@ class HostWorkspace(Workspace):
 
     def download(self, array: DeviceArray) -> np.ndarray:
         return host_view(array).copy()
+
+    def synchronize(self) -> None:
+        pass  # host calls return when they are done
 
     def close(self) -> None:
         self.arrays.clear()

@@ -82,8 +82,10 @@ def tensorrt_ep_options(folder: "ExportFolder", key: "ArtifactKey") -> tp.Dict[s
 
 
 class CudaWorkspace(Workspace):
-    """Device arrays of one loop as ``OrtValue``s on CUDA (freed with the workspace); calls bind them by address
-    through IOBinding."""
+    """Device arrays of one loop as ``OrtValue``s on CUDA (freed with the workspace; ONNX Runtime returns them to
+    its arena); calls bind them by address through IOBinding.  Sessions' calls are ordered because
+    ``run_with_iobinding`` synchronises its stream before returning (ONNX Runtime's default, which this project
+    never turns off)."""
 
     def __init__(self, owner: "OnnxRuntimeEngine"):
         self.owner = owner
@@ -113,6 +115,9 @@ class CudaWorkspace(Workspace):
         out = np.array(array.memory.numpy(), copy=True)  # a host OrtValue's numpy() is a view of its memory
         self.owner.traffic.d2h += out.nbytes
         return out
+
+    def synchronize(self) -> None:
+        pass  # run_with_iobinding synchronises the session's stream when it returns (ONNX Runtime's default)
 
     def close(self) -> None:
         self.values.clear()

@@ -141,9 +141,19 @@ class DeviceWorkspace(Workspace):
         self.owner.traffic.d2h += out.nbytes
         return out
 
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
     def close(self) -> None:
+        """Wait for the work queued on the stream (a solve that failed or was cancelled mid-loop may have kernels
+        in flight on these buffers), then free every buffer, even when the wait fails (a sticky fault)."""
         buffers, self._buffers = self._buffers, []
         errors = []
+        if buffers:
+            try:
+                self.stream.synchronize()
+            except Exception as exc:  # noqa: BLE001 - the buffers are freed all the same, the error raised after
+                errors.append(exc)
         for buf in buffers:
             try:
                 buf.free()
