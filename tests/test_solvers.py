@@ -296,3 +296,31 @@ def test_import_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name, steps", [("euler", 7), ("midpoint", 5), ("heun", 3)])
+def test_the_device_schedule_replays_the_host_solver(name, steps):
+    """``stage_evaluations`` (what the device loop runs) has the times the host solver passes to the field, and its
+    stage updates, applied in float32 as solver_step applies them, give the host solver's state bit for bit."""
+    from jasco_runtime.solvers import SolverSettings, stage_evaluations
+
+    rng = np.random.default_rng(steps)
+    A = rng.standard_normal((4, 4)).astype(np.float32) * np.float32(0.5)
+    field = lambda t, z: (z @ A) * np.float32(1 + t)  # noqa: E731 - linear in z, t-dependent
+    z0 = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    seen = []
+    host = SOLVERS[name](lambda t, z: (seen.append(t), field(t, z))[1], z0, steps)
+    schedule = stage_evaluations(SolverSettings(name, steps))
+    assert [e.t for e in schedule] == seen and len(schedule) == host.nfe
+    f32 = np.float32
+    base, stage, first = z0, z0, None
+    for e in schedule:
+        v = field(e.t, stage)
+        k_prev = first if e.uses_first else np.zeros_like(v)
+        nxt = base + (f32(e.c_prev) * k_prev + f32(e.c_new) * v)
+        if e.keeps_first:
+            first = v
+        stage = nxt
+        if e.ends_step:
+            base = nxt
+    np.testing.assert_array_equal(base, host.z)
