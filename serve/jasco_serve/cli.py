@@ -205,6 +205,7 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
             ray.init(address=config.address, log_to_driver=verbose, logging_level=level)
         else:  # a private local instance: every port on loopback (see loopback.py), its session folder ours
             front = StartupFront.open(config.host, config.port)
+            _become_subreaper()
             temp_dir = config.ray_temp_dir or tempfile.mkdtemp(prefix="jasco-ray-", dir=_short_temp_root())
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=verbose,
                      logging_level=level, _temp_dir=temp_dir)
@@ -265,7 +266,28 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            _remove_tree(temp_dir)
+
+
+def _become_subreaper() -> None:
+    """Linux ``prctl(PR_SET_CHILD_SUBREAPER)``: a Ray process whose parent (the raylet) died first is re-parented
+    to this process instead of init, so :func:`_descendants` still finds it and it can be stopped and reaped."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass  # not Linux: the processes recorded before ray.shutdown() are still stopped
+
+
+def _remove_tree(path: str, tries: int = 20) -> None:
+    """Remove the local instance's session folder; retried briefly while the last log writes of stopped
+    processes land (a file created during a removal makes it fail with "directory not empty")."""
+    for _ in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
 
 
 def _short_temp_root() -> str:
