@@ -315,6 +315,11 @@ def _shutdown(config: ServeConfig, started: bool, local: bool = False) -> None:
         ray.shutdown()
     if local:
         _reap(ours + _descendants())
+        for _ in range(3):  # a worker the raylet started while it was being stopped (re-parented here: subreaper)
+            rest = _descendants()
+            if not rest:
+                break
+            _reap(rest)
 
 
 def _descendants() -> tp.List[tp.Any]:
