@@ -142,7 +142,8 @@ def test_verify_out_an_existing_folder_fails_before_verifying(tiny_engines, tmp_
 
 
 def test_verify_with_a_provider_not_installed_is_bad_input_up_front(tiny_engines, tmp_path, capfd, monkeypatch):
-    """V14: ``verify --provider cuda`` without onnxruntime-gpu exited 1 with one provider error per artifact."""
+    """V14 / B17: ``verify --provider cuda`` without onnxruntime-gpu exited 1 with one provider error per artifact
+    (jasco-run exits 2 with one line for the same thing)."""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -652,23 +653,32 @@ def test_signal_in_the_first_moments_is_one_line(signum, tiny_engines, tmp_path)
     assert codes[-3:] == [128 + signum] * 3, codes  # once Python is up, jasco-run's handler is always there
 
 
-def test_sigterm_during_jasco_export_verify_leaves_no_golden_temp_folder(tiny_engines, tmp_path):
-    """SV03: ``jasco-export verify`` had no SIGTERM handler (rc -15) and left DIR/.golden-XXXX/ behind."""
+@pytest.mark.parametrize("signum, code, line", [
+    (signal.SIGTERM, 143, "jasco-export: terminated by SIGTERM; temporary files removed"),
+    (signal.SIGINT, 130, "jasco-export: interrupted; temporary files removed")])
+def test_sigterm_during_jasco_export_verify_leaves_no_golden_temp_folder(tiny_engines, tmp_path, signum, code, line):
+    """SV03: ``jasco-export verify`` had no SIGTERM handler (rc -15) and left DIR/.golden-XXXX/ behind; SV04:
+    SIGINT cleans up the same way."""
     folder = Path(shutil.copytree(tiny_engines.out, tmp_path / "e"))
     before = sorted(p.name for p in folder.iterdir())
     proc = subprocess.Popen([sys.executable, "-m", "jasco_export.cli", "verify", str(folder), "--no-e2e"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=RUN_ENV)
     err = _Stderr(proc)
     _wait_for(lambda: any(folder.glob(".golden-*")), proc, 300, "the hidden golden folder")
-    code = _terminate(proc)
+    proc.send_signal(signum)
+    try:
+        got = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the process did not stop within 120 s of the signal")
     text = err.join()
-    assert code == 143, text
-    assert text.strip().splitlines()[-1] == "jasco-export: terminated by SIGTERM; temporary files removed", text
+    assert got == code, text
+    assert text.strip().splitlines()[-1] == line, text
     assert "Traceback" not in text and sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_sigterm_during_make_tiny_leaves_no_temp_folder(tmp_path):
-    """MK01: SIGTERM during ``jasco-export make-tiny`` (rc -15) left $TMPDIR/jasco-tiny-XXXX/."""
+    """MK01 / MK02: SIGTERM during ``jasco-export make-tiny`` (rc -15) left $TMPDIR/jasco-tiny-XXXX/."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "jasco_export.cli", "make-tiny", "--out", str(tmp_path / "t")],

@@ -117,8 +117,9 @@ def _alive(procs: tp.Sequence[psutil.Process]) -> tp.List[str]:
                                        ("ray-running", signal.SIGTERM),  # SS03: Ray up, application not ready
                                        ("ray-running", signal.SIGINT)])  # SS04
 def test_signal_during_start_up_exits_128_plus_signal_and_leaves_nothing(tiny_engines, tmp_path, when, sig):
-    """A signal during the start-up: exit 143 / 130 with one line, and when the command has returned no
-    process of its Ray instance is left (the raylet's agents used to outlive it by a minute)."""
+    """SS01–SS04: a signal during the start-up: exit 143 / 130 with one line (SS01 was exit 15, SS02 a
+    KeyboardInterrupt traceback), and when the command has returned no process of its Ray instance is left (the
+    raylet's agents used to outlive it by a minute) and nothing is left in $TMPDIR (LR01)."""
     from serve_process import ServeProcess
 
     svc = ServeProcess(["--engines", str(tiny_engines.out), "--cpus-per-replica", "0"], tmp_path)

@@ -234,6 +234,8 @@ def test_load_48_requests_8_clients_equal_offline(service, offline, tmp_path):
 
 # -- bad input over HTTP ------------------------------------------------------------------------------
 def test_bad_input_is_a_4xx_with_one_line(service, tmp_path):
+    """Sweep H24–H49, R22/R25/R30: bad bodies and unknown paths are a bounded 4xx JSON line, and /metrics counts
+    none of them as a 500 (MX01)."""
     url = service["url"]
     notes = tmp_path / "notes.wav"
     notes.write_text("this is not audio")
@@ -269,6 +271,10 @@ def test_bad_input_is_a_4xx_with_one_line(service, tmp_path):
         (_post(gen, {"text": "x"}, {"seed": notes}), 400, "send seed as a text field"),
         (requests.get(gen, timeout=60), 405, "Method Not Allowed"),
         (requests.get(f"{url}/v2/nothing", timeout=60), 404, "Not Found"),
+        # R22 / R25 / R30: unknown static files were a 500 (the route's HTTPError hit the generic handler)
+        (requests.get(f"{url}/static/index.html", timeout=60), 404, "no static file 'index.html'"),
+        (requests.get(f"{url}/static/app.js%00.png", timeout=60), 404, "no static file"),
+        (requests.get(f"{url}/static/{'a' * 10000}", timeout=60), 404, "no static file"),
     ]
     for r, status, words in cases:
         assert r.status_code == status, (words, r.status_code, r.text)
@@ -477,7 +483,7 @@ def test_replica_killed_mid_load(service):
 
 
 def test_a_timed_out_request_is_cancelled_and_the_next_one_is_served(service):
-    """Sweep T02–T08 (issue 20 §2): a request answered 504 used to keep the replica busy (20 s of 504s after one
+    """Sweep T02–T08 (T06 included; issue 20 §2): a request answered 504 used to keep the replica busy (20 s of 504s after one
     steps=2000 request).  Now its solve stops at the next vector-field evaluation and the next request is served."""
     url = service["url"] + "/t/v1/generate"
     slow = requests.post(url, json={"text": "a", "steps": 10000, "seed": 0}, timeout=CLIENT_TIMEOUT)

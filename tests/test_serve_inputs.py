@@ -23,7 +23,7 @@ def checker(tiny_engines):
     ({"text": "a", "normalize": {"x": 1}}, "unknown normalize {'x': 1}"),
     ({"text": "\ud800", "steps": 1}, "lone UTF-16 surrogate"),  # H42: reached the tokenizer
     ({"text": "a", "duration": 0.1, "normalize": "loudness", "steps": 1}, "at least 0.4 s"),  # H47 (0.01 s in the sweep)
-    ({"text": "a", "duration": 1e-6, "steps": 1}, "at least one latent frame"),  # H46: a 0-sample wav
+    ({"text": "a", "duration": 1e-6, "steps": 1}, "at least one latent frame"),  # H43/H46: a 0-sample wav
     ({"text": "a", "overlap": 2, "steps": 1}, "give a duration too"),  # H49
 ])
 def test_bad_fields_are_one_line_input_errors(checker, body, fragment):
