@@ -66,6 +66,7 @@ class DeviceSolve:
         order = np.arange(P * n).reshape(n, P).T.reshape(-1)
         self.feeds = {k: np.ascontiguousarray(v[order]) for k, v in feeds.items()}
         self.weights = np.ascontiguousarray(weights, np.float32)
+        # the profile's row ranges, cut at the last row (their lengths size the schedule views)
         self.flow_chunks = [slice(*s.indices(P * n)[:2]) for s in row_slices(P * n, flow.max_batch)]
         self.step_chunks = [slice(*s.indices(P)[:2]) for s in row_slices(P, step.max_batch)]
 
@@ -151,16 +152,18 @@ class DeviceSolve:
             "t": ws.upload(t_sched), "c": ws.upload(c_sched),
         }
 
+    @staticmethod
+    def _row(array: DeviceArray, e: int, n: int) -> DeviceArray:
+        """The first ``n`` values of row ``e`` of a padded schedule (256-byte aligned rows)."""
+        return array.rows(slice(e, e + 1)).head(n)
+
     def _evaluate(self, ws: Workspace, a: tp.Dict[str, tp.Any], e: int, ev: StageEvaluation, cur: int) -> None:
-        P, n = self.prompts, self.terms
-        flat = lambda x: x.reshape(P * n, *x.shape[2:])  # noqa: E731 - [P, n, T, D] as the flow step's rows
-        z_rows, v_rows = flat(a["z_rows"]), flat(a["v_rows"])
-        t_row = a["t"].rows(slice(e, e + 1)).reshape(a["t"].shape[1])
+        rows = self.prompts * self.terms  # [P, n, T, D] as the flow step's rows
+        z_rows, v_rows = (a[k].reshape(rows, *a[k].shape[2:]) for k in ("z_rows", "v_rows"))
         for s, conditions in zip(self.flow_chunks, a["conditions"]):
-            m = s.stop - s.start
-            t = DeviceArray(t_row.memory, t_row.ptr, (m,), t_row.dtype)
+            t = self._row(a["t"], e, s.stop - s.start)
             self.flow.run_device({"z": z_rows.rows(s), "t": t, **conditions}, {"v": v_rows.rows(s)}, ws)
-        c = DeviceArray(a["c"].memory, a["c"].rows(slice(e, e + 1)).ptr, (3,), a["c"].dtype)
+        c = self._row(a["c"], e, 3)
         base = a["base"][cur]
         k_prev = a["first"] if ev.uses_first else a["zero"]
         z_out = a["base"][cur ^ 1] if ev.ends_step else a["stage"]

@@ -84,6 +84,12 @@ class DeviceArray:
         row = self.nbytes // max(self.shape[0], 1)
         return DeviceArray(self.memory, self.ptr + start * row, (stop - start,) + self.shape[1:], self.dtype)
 
+    def head(self, n: int) -> "DeviceArray":
+        """The first ``n`` elements, as a 1-D array (e.g. the used part of a 256-byte padded schedule row)."""
+        if n > int(np.prod(self.shape, dtype=np.int64)):
+            raise ValueError(f"{n} elements asked of a {list(self.shape)} array")
+        return DeviceArray(self.memory, self.ptr, (int(n),), self.dtype)
+
     def reshape(self, *shape: int) -> "DeviceArray":
         if int(np.prod(shape, dtype=np.int64)) != int(np.prod(self.shape, dtype=np.int64)):
             raise ValueError(f"cannot view {list(self.shape)} as {list(shape)}")
