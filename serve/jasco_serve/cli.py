@@ -265,7 +265,7 @@ def serve_forever(config: ServeConfig, verbose: bool = False) -> int:
         _shutdown(config, started, local=temp_dir is not None)
         for s, h in previous.items():
             signal.signal(s, h)
-        if temp_dir is not None:
+        if temp_dir is not None and config.ray_temp_dir is None:  # only the folder made here: never a given one
             _remove_tree(temp_dir)
 
 

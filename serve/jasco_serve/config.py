@@ -41,7 +41,7 @@ class ServeConfig:
     max_models_per_replica: int = 2  # models a replica holds at once (least recently used evicted)
     api_key_file: tp.Optional[Path] = None  # one key per line; None: no keys asked
     metrics_public: bool = False  # /metrics without a key even when keys are set
-    ray_temp_dir: tp.Optional[str] = None  # the local instance's session folder root (removed at exit)
+    ray_temp_dir: tp.Optional[str] = None  # the local instance's session folder root (default: a new temp folder, removed at exit; a given one is kept)
     model_names: tp.Dict[str, Path] = field(default_factory=dict)  # filled by resolve_models()
 
     def check(self) -> "ServeConfig":
