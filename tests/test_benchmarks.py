@@ -285,6 +285,7 @@ class FakeEngine(Engine):
         self.name, self.input_names, self.output_names = key.graph, inputs, [output]
         self.on_gpu, self.max_rows, self.log = on_gpu, max_rows, []  # type: tp.List[tp.Tuple]
         self.max_batch, self.device, self.traffic = max_rows, "cuda" if on_gpu else "cpu", Traffic()
+        self.whole_inputs = frozenset()
 
     def _compute(self, feeds: tp.Mapping[str, np.ndarray]) -> np.ndarray:
         rows = {a.shape[0] for a in feeds.values()}

@@ -295,6 +295,80 @@ def test_a_fixed_step_solve_moves_nothing_between_host_and_device_per_evaluation
     np.testing.assert_allclose(per_eval["device_latents"], per_eval["host_latents"], rtol=0, atol=1e-6)
 
 
+def test_dopri5_on_the_device_copies_only_its_step_plan_and_error_norm(trt_pipe, trt_standin):
+    """Issue 16 §5 (dopri5: its error norm only): on the TensorRT stand-in, between the six evaluations of an attempted
+    step nothing is copied or allocated; between two steps the device sees exactly one upload of the step's plan
+    (coefficients and stage times: 13 rows of 256 bytes) and one download of its error norm (one 256-byte row per
+    prompt chunk), counted by the stand-in's CUDA; nothing is allocated or freed per step.  Same NFE as the host
+    loop, the state close to it (the error norm is summed in another order than torch's)."""
+    kw = dict(seed=0, progress=False, chords="C:0 F:4", **{**CFG, "solver": "dopri5"})
+    plan, norm = 13 * 64 * 4, 256
+    trt_pipe.core.device_loop = True
+    seen = []
+    res = trt_pipe.generate(["a", "b"], cancel=lambda: seen.append(_device_counters(trt_standin)) or False, **kw)
+    assert res.ode_loop == "device" and len(seen) == res.nfe and (res.nfe - 2) % 6 == 0
+    deltas = [{k: b[k] - a[k] for k in a} for a, b in zip(seen, seen[1:])]
+    step = {"h2d": plan, "d2h": norm, "d2d": 0, "mallocs": 0, "frees": 0}
+    nothing = {"h2d": 0, "d2h": 0, "d2d": 0, "mallocs": 0, "frees": 0}
+    # f(t0) | the probe | each attempt's 6 evaluations: a step boundary before the probe and before every attempt
+    boundaries = {0} | set(range(1, res.nfe - 1, 6))
+    assert [d == step for d in deltas] == [e in boundaries for e in range(len(deltas))], deltas
+    assert all(d in (step, nothing) for d in deltas)
+    per_solve = len(boundaries) + 1  # the plans and norms of the whole solve (the last norm after the last evaluation)
+    assert res.traffic["h2d_bytes_per_nfe"] == pytest.approx(per_solve * plan / res.nfe)
+    assert res.traffic["d2h_bytes_per_nfe"] == pytest.approx(per_solve * norm / res.nfe)
+    assert res.traffic["allocations_per_nfe"] == 0
+    trt_pipe.core.device_loop = False
+    ref = trt_pipe.generate(["a", "b"], **kw)
+    assert ref.ode_loop == "host" and ref.nfe == res.nfe
+    assert ref.traffic["h2d_bytes_per_nfe"] > 100 * res.traffic["h2d_bytes_per_nfe"]
+    # the stand-in runs the fp16 flow step: an ulp of step size shows at fp16 rounding (the CPU test: float32)
+    np.testing.assert_allclose(res.latents, ref.latents, rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("case", ["clip", "chunked", "song"])
+def test_dopri5_on_the_device_is_the_host_solver_given_its_error_norm(tiny_engines, monkeypatch, case):
+    """dopri5's device loop forced on ONNX Runtime CPU: with the error norm computed as the host solver computes it
+    (torch's summation order, from the states the loop wrote) every stage input, step and the dense output give the
+    host loop's latents bit for bit — a clip, a clip in chunks of the profiles, and a continued long song; with
+    its own norm (summed in solver_step) the same NFE and the state within float32 rounding."""
+    from jasco_runtime import JascoPipeline, device_solve, solvers
+    from jasco_runtime.backends.base import host_view
+
+    pipe = JascoPipeline.from_dir(tiny_engines.out)
+    if case == "chunked":
+        pipe.engines["flow_step"] = _Counting(pipe.engines["flow_step"], max_batch=4)
+        pipe.engines["solver_step"] = _Counting(pipe.engines["solver_step"], max_batch=1)
+    kw = dict(chords="C:0 F:4", seed=2, progress=False, solver="dopri5", cfg_coef_all=1.25, cfg_coef_txt=2.5,
+              **({"duration": 25} if case == "song" else {}))
+    pipe.core.device_loop = False
+    ref = pipe.generate(["a", "bb"], **kw)
+    pipe.core.device_loop = True
+    own = pipe.generate(["a", "bb"], **kw)
+    assert (ref.ode_loop, own.ode_loop, own.nfe) == ("host", "device", ref.nfe)
+    np.testing.assert_allclose(own.latents, ref.latents, rtol=0, atol=1e-4)
+
+    last = {}
+    real_combine = device_solve._Loop.combine
+
+    def combine(self, c, base, slots, v_out, z_out, ref=None):
+        real_combine(self, c, base, slots, v_out, z_out, ref)
+        last.update(z=z_out, ref=ref or (base, base))
+
+    def host_norm(self):
+        a, b = (host_view(x).copy() for x in last["ref"])
+        return solvers.error_ratio(host_view(last["z"]).copy(), 1e-5, 1e-5, a, b)
+
+    monkeypatch.setattr(device_solve._Loop, "combine", combine)
+    monkeypatch.setattr(device_solve._Loop, "norm", host_norm)
+    exact = pipe.generate(["a", "bb"], **kw)
+    assert exact.ode_loop == "device" and exact.nfe == ref.nfe
+    np.testing.assert_array_equal(exact.latents, ref.latents)
+    if case == "song":
+        assert len(exact.windows) == 3
+        np.testing.assert_array_equal(exact.audio, ref.audio)
+
+
 def test_the_device_loop_is_the_host_loop_on_the_cpu(tiny_engines):
     """The device loop forced on ONNX Runtime CPU (the same solver_step graph TensorRT runs) reproduces the numpy
     solver bit for bit for Euler, midpoint and Heun, with one and with three CFG terms, and in chunks."""

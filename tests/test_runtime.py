@@ -109,7 +109,8 @@ def test_low_memory_holds_one_graph_at_a_time_with_identical_results(pipe, tiny_
               steps=3, init_noise=noise, progress=False)
     with lean:
         got = lean.generate(PROMPTS, **kw)
-        assert peak[0] == 1 and opened == ["text_encoder", "drums_encoder", "flow_step", "encodec_decoder"]
+        # one stage at a time: the flow step with its weightless solver_step, every other graph alone
+        assert peak[0] == 2 and opened == ["text_encoder", "drums_encoder", "flow_step", "solver_step", "encodec_decoder"]
     assert not live  # closing the pipeline closes the graph still open
     want = pipe.generate(PROMPTS, **kw)
     np.testing.assert_array_equal(got.latents, want.latents)
@@ -263,6 +264,13 @@ def test_engine_set_opens_and_closes_as_declared():
         lazy["missing"]
     lazy.close()
     assert events[-1] == ("close", "b") and lazy.opened == []
+    events.clear()
+    staged = EngineSet(["a", "b", "c"], Fake, one_at_a_time=True, together=[("b", "c")])
+    staged["c"]  # a member of a stage opens the whole stage
+    assert staged.opened == ["b", "c"] and staged["b"] is staged["b"] and events == [("open", "b"), ("open", "c")]
+    staged["a"]
+    assert staged.opened == ["a"] and events[2:] == [("close", "b"), ("close", "c"), ("open", "a")]
+    staged.close()
     eager = EngineSet(["a"], Fake)
     original, replacement = eager["a"], Fake("replacement")
     eager["a"] = replacement  # a wrapper in place of a graph; the caller keeps (and closes) the original

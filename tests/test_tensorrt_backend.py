@@ -359,23 +359,28 @@ def test_engine_that_fails_the_io_check_frees_its_device_memory(trt_folder, trt_
 
 
 def test_low_memory_tensorrt_pipeline_holds_one_engine_and_drops_it_on_close(trt_folder, trt_standin):
-    """One graph at a time on the GPU: after each stage only the open engine's buffers are allocated, a closed
-    engine keeps no execution context or engine, and the result equals the pipeline holding every engine."""
+    """One stage at a time on the GPU: each encoder and the decoder alone, the flow step with its weightless
+    solver_step (the ODE loop stays on the device with --low-memory too); a closed engine keeps no execution context
+    or engine, and the result equals the pipeline holding every engine."""
     from jasco_runtime import JascoPipeline
     from jasco_runtime.backends.tensorrt_backend import TensorRTEngine
 
     held = []
-    real_execute = TensorRTEngine._execute
+    real_execute, real_device = TensorRTEngine._execute, TensorRTEngine.run_device
 
     def execute(self, inputs):
         held.append((self.name, trt_standin.snapshot()["streams"]))
         return real_execute(self, inputs)
 
+    def run_device(self, inputs, outputs, workspace):
+        held.append((self.name, trt_standin.snapshot()["streams"]))
+        return real_device(self, inputs, outputs, workspace)
+
     kw = dict(drums=np.random.default_rng(2).standard_normal(32000 * 3).astype(np.float32), drums_sample_rate=32000,
               **_kw())
     with JascoPipeline.from_dir(trt_folder, backend="tensorrt") as pipe:
         want = pipe.generate(PROMPTS, **kw)
-    TensorRTEngine._execute = execute
+    TensorRTEngine._execute, TensorRTEngine.run_device = execute, run_device
     try:
         with JascoPipeline.from_dir(trt_folder, backend="tensorrt", low_memory=True) as lean:
             got = lean.generate(PROMPTS, **kw)
@@ -383,9 +388,10 @@ def test_low_memory_tensorrt_pipeline_holds_one_engine_and_drops_it_on_close(trt
             lean.engines["text_encoder"]
             assert flow.context is None and flow.engine is None
     finally:
-        TensorRTEngine._execute = real_execute
-    assert [n for n, _ in held] == ["text_encoder", "drums_encoder"] + ["flow_step"] * 3 + ["encodec_decoder"]
-    assert all(streams == 1 for _, streams in held)  # one engine (one stream) alive at every call
+        TensorRTEngine._execute, TensorRTEngine.run_device = real_execute, real_device
+    assert got.ode_loop == "device"
+    assert [n for n, _ in held] == ["text_encoder", "drums_encoder"] + ["flow_step", "solver_step"] * 3 + ["encodec_decoder"]
+    assert [s for _, s in held] == [1, 1] + [2] * 6 + [1]  # the stage's engines (one stream each) alive at every call
     assert trt_standin.snapshot() == {"allocations": 0, "bytes": 0, "streams": 0}
     np.testing.assert_array_equal(got.latents, want.latents)
     np.testing.assert_array_equal(got.audio, want.audio)

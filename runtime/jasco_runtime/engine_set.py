@@ -4,7 +4,8 @@ A generation uses its graphs in stages (text encoder, drums encoder → flow ste
 solve → EnCodec decoder), so holding only the graph in use bounds the memory at the largest graph
 instead of their sum.  That is what ``verify`` runs (its end-to-end check after an export must not hold
 every graph next to the golden set) and what ``jasco-run --low-memory`` offers 8–16 GB edge boards,
-at the cost of opening each graph once per clip.
+at the cost of opening each graph once per clip.  Graphs of one stage open together (``together``: the flow step
+and ``solver_step``, the weightless graph the device-resident ODE loop runs beside it).
 """
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ Opener = tp.Callable[[str], Engine]
 
 
 class EngineSet:
-    """Graph name → open engine.  ``one_at_a_time``: open a graph on first use and close the previous one."""
+    """Graph name → open engine.  ``one_at_a_time``: open a graph (with the others of its group in ``together``) on
+    first use and close the previous ones."""
 
-    def __init__(self, names: tp.Sequence[str], opener: Opener, one_at_a_time: bool = False):
+    def __init__(self, names: tp.Sequence[str], opener: Opener, one_at_a_time: bool = False,
+                 together: tp.Sequence[tp.Sequence[str]] = ()):
         self.names = list(names)
         self.one_at_a_time = one_at_a_time
+        self._groups = {n: [m for m in group if m in self.names] for group in together for n in group}
         self._opener = opener
         self._open: tp.Dict[str, Engine] = {}
         if not one_at_a_time:
@@ -37,8 +41,13 @@ class EngineSet:
         if name not in self.names:
             raise KeyError(name)
         if name not in self._open:
-            self.close()  # only reached one at a time: the graph in use is the only one in memory
-            self._open[name] = self._opener(name)
+            self.close()  # only reached one at a time: the graphs of the stage in use are the only ones in memory
+            try:
+                for member in self._groups.get(name, [name]):
+                    self._open[member] = self._opener(member)
+            except BaseException:
+                self.close()
+                raise
         return self._open[name]
 
     def __setitem__(self, name: str, engine: Engine) -> None:

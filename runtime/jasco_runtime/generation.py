@@ -10,12 +10,12 @@ over the term-major rows of every member of a solve, then each member's CFG comb
 (:func:`guidance.combine_vector_fields`).  A solve's device copies of the conditions are owned by the
 :meth:`GenerationCore.guided_field` context manager and freed on every path (exceptions, SIGTERM, cancellation).
 
-On a GPU backend a fixed-step solve of an unwrapped guided field runs as a loop on the device
-(:mod:`jasco_runtime.device_solve`: the CFG sum and the stage updates in the exported ``solver_step`` graph, 0
-host↔device bytes per evaluation); dopri5, a wrapped field (a long song's continuation), an export without
-``solver_step`` and one-graph-at-a-time engines solve on the host.  ``GenerationCore.device_loop``: None (default)
-uses the device loop where the flow step runs on a GPU, True everywhere it can run (tests run it on the CPU),
-False never.
+On a GPU backend a solve of the core's guided field runs as a loop on the device (:mod:`jasco_runtime.device_solve`:
+the CFG sum, the stage updates, dopri5's error norm and a long song's continuation in the exported ``solver_step``
+graph; fixed steps copy 0 host↔device bytes per evaluation, dopri5 its step plan and error norm per step); a field
+the caller replaced or wrapped, and an export without (or with an older) ``solver_step``, solve on the host.
+``GenerationCore.device_loop``: None (default) uses the device loop where the flow step runs on a GPU, True
+everywhere it can run (tests run it on the CPU), False never.
 """
 from __future__ import annotations
 
@@ -191,8 +191,6 @@ class GenerationCore:
             return "the flow step runs on the host"
         if not isinstance(f, GuidedField):
             return "the vector field is not the core's guided field (replaced or wrapped by the caller)"
-        if self.engines.one_at_a_time:
-            return "the engines are opened one at a time"
         return device_solver_available(flow, self.engines.get("solver_step"), settings)
 
     # -- solve, decode ---------------------------------------------------------------------------------------

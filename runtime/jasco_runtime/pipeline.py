@@ -146,7 +146,8 @@ class JascoPipeline:
         for key in keys.values() if low_memory else ():  # opened later: a missing file must fail now
             if not folder.path(key).is_file():
                 raise InputError(f"graph file {folder.path(key)} is missing; re-run jasco-export or copy the folder again")
-        return EngineSet(names, lambda n: open_engine(folder, keys[n], providers), one_at_a_time=low_memory)
+        return EngineSet(names, lambda n: open_engine(folder, keys[n], providers), one_at_a_time=low_memory,
+                         together=[("flow_step", "solver_step")])
 
     @staticmethod
     def _resolution(folder: ExportFolder, backend: str, precision: str, providers: tp.Optional[tp.Sequence[str]],

@@ -106,8 +106,8 @@ DPS_C_MID = (
     6025192743 / 30085553152 / 2, 0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
     187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2,
 )
-_DOPRI5_ORDER = 5
-_ESTIMATED_NFE = 300  # audiocraft's ESTIMATED_ODE_SOLVER_STEPS: the progress guess before any step
+DOPRI5_ORDER = 5
+ESTIMATED_NFE = 300  # audiocraft's ESTIMATED_ODE_SOLVER_STEPS: the progress guess before any step
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _rms_norm(x: np.ndarray) -> np.floating:
     return np.sqrt(total / d(sq.size))
 
 
-def _stage_times(tab: ButcherTableau, t0_: np.floating, dt_: np.floating, t1_: np.floating,
+def stage_times(tab: ButcherTableau, t0_: np.floating, dt_: np.floating, t1_: np.floating,
                  perturb: bool = False) -> tp.List[np.floating]:
     """Times of stages 1.. of an RK step, in the state dtype (torchdiffeq ``_runge_kutta_step``)."""
     d = type(t0_)
@@ -284,7 +284,7 @@ def _rk_step(field: _Field, tab: ButcherTableau, z0: np.ndarray, f0: np.ndarray,
     t0_, dt_, t1_ = d(t0), d(dt), d(t1)
     k = [f0]
     zi = z0
-    for ti, beta_i in zip(_stage_times(tab, t0_, dt_, t1_, perturb), tab.beta):
+    for ti, beta_i in zip(stage_times(tab, t0_, dt_, t1_, perturb), tab.beta):
         zi = z0 + _torch_sum([kj * (d(b) * dt_) for kj, b in zip(k, beta_i)])
         k.append(field(ti, zi))
     z1 = zi if tab.fsal else z0 + _torch_sum([kj * (d(c) * dt_) for kj, c in zip(k, tab.c_sol)])
@@ -327,22 +327,18 @@ def heun(f: VectorField, z0: np.ndarray, steps: int, callback: tp.Optional[Callb
 
 
 # -- dopri5 -----------------------------------------------------------------------------------------
-def _select_initial_step(field: _Field, t0: float, y0: np.ndarray, f0: np.ndarray, order: int,
-                         rtol: float, atol: float) -> float:
-    """torchdiffeq ``_select_initial_step`` (Hairer, Norsett & Wanner, Solving ODEs I, II.4), in
-    y0's dtype; costs one evaluation.  Returns the step as a float64."""
-    d = y0.dtype.type
-    scale = d(atol) + np.abs(y0) * d(rtol)
-    d0 = _rms_norm(y0 / scale)
-    d1 = _rms_norm(f0 / scale)
-    if d0 < d(1e-5) or d1 < d(1e-5):
-        h0 = d(1e-6)
-    else:
-        h0 = d(0.01) * d0 / d1
-    h0 = abs(h0)
-    y1 = y0 + h0 * f0
-    f1 = field(t0 + float(h0), y1)  # float64 time, cast to the state dtype by the field
-    d2 = abs(_rms_norm((f1 - f0) / scale) / h0)
+def initial_probe(d0: np.floating, d1: np.floating) -> np.floating:
+    """The probe step ``h0`` of torchdiffeq ``_select_initial_step`` from ``d0 = ‖y0‖``, ``d1 = ‖f0‖`` (scaled RMS
+    norms, in the state dtype)."""
+    d = type(d0)
+    h0 = d(1e-6) if d0 < d(1e-5) or d1 < d(1e-5) else d(0.01) * d0 / d1
+    return abs(h0)
+
+
+def initial_step(h0: np.floating, d1: np.floating, d2: np.floating, order: int) -> float:
+    """The first step of torchdiffeq ``_select_initial_step`` from the probe ``h0``, ``d1 = ‖f0‖`` and
+    ``d2 = ‖f(t0 + h0) − f0‖ / h0``; a float64."""
+    d = type(h0)
     if d1 <= d(1e-15) and d2 <= d(1e-15):
         h1 = max(d(1e-6), h0 * d(1e-3))
     else:
@@ -352,22 +348,37 @@ def _select_initial_step(field: _Field, t0: float, y0: np.ndarray, f0: np.ndarra
     return float(min(d(100) * h0, h1))
 
 
-def _error_ratio(err: np.ndarray, rtol: float, atol: float, y0: np.ndarray, y1: np.ndarray) -> np.floating:
+def _select_initial_step(field: _Field, t0: float, y0: np.ndarray, f0: np.ndarray, order: int,
+                         rtol: float, atol: float) -> float:
+    """torchdiffeq ``_select_initial_step`` (Hairer, Norsett & Wanner, Solving ODEs I, II.4), in
+    y0's dtype; costs one evaluation.  Returns the step as a float64."""
+    d = y0.dtype.type
+    scale = d(atol) + np.abs(y0) * d(rtol)
+    d0 = _rms_norm(y0 / scale)
+    d1 = _rms_norm(f0 / scale)
+    h0 = initial_probe(d0, d1)
+    y1 = y0 + h0 * f0
+    f1 = field(t0 + float(h0), y1)  # float64 time, cast to the state dtype by the field
+    d2 = abs(_rms_norm((f1 - f0) / scale) / h0)
+    return initial_step(h0, d1, d2, order)
+
+
+def error_ratio(err: np.ndarray, rtol: float, atol: float, y0: np.ndarray, y1: np.ndarray) -> np.floating:
     """torchdiffeq ``_compute_error_ratio`` with the RMS norm."""
     d = y0.dtype.type
     tol = d(atol) + d(rtol) * np.maximum(np.abs(y0), np.abs(y1))
     return abs(_rms_norm(err / tol))
 
 
-def _optimal_step_size(last_step: float, error_ratio: float, safety: float = 0.9, ifactor: float = 10.0,
-                       dfactor: float = 0.2, order: int = _DOPRI5_ORDER) -> float:
+def _optimal_step_size(last_step: float, ratio: float, safety: float = 0.9, ifactor: float = 10.0,
+                       dfactor: float = 0.2, order: int = DOPRI5_ORDER) -> float:
     """torchdiffeq ``_optimal_step_size`` (float64): ``dt * min(ifactor, max(safety / err**(1/order),
     dfactor))``, never shrinking after an accepted step."""
-    if error_ratio == 0:
+    if ratio == 0:
         return last_step * ifactor
-    if error_ratio < 1:
+    if ratio < 1:
         dfactor = 1.0
-    factor = min(ifactor, max(safety / error_ratio ** (1.0 / order), dfactor))
+    factor = min(ifactor, max(safety / ratio ** (1.0 / order), dfactor))
     return last_step * factor
 
 
@@ -395,6 +406,72 @@ def _interp_evaluate(coeffs: tp.Sequence[np.ndarray], t0: float, t1: float, t: f
     return total
 
 
+class Dopri5Control:
+    """torchdiffeq's adaptive step control for dopri5 (_impl/rk_common.py ``RKAdaptiveStepsizeODESolver``, default
+    options), apart from the state arithmetic: the argument checks, the float64 time, the step limits, accepting or
+    rejecting an attempt from its error ratio and the next step size.  The numpy solver (:func:`dopri5`) and the
+    device loop (:mod:`jasco_runtime.device_solve`) both drive their steps with it."""
+
+    def __init__(self, dtype: tp.Any, t0: float = 0.0, t1: float = 1.0 - 1e-5, rtol: float = 1e-5,
+                 atol: float = 1e-5, max_steps: int = 10000):
+        d = np.dtype(dtype).type
+        for name, v in (("rtol", rtol), ("atol", atol), ("t0", t0), ("t1", t1)):
+            if not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if rtol <= 0:
+            raise ValueError(f"rtol must be > 0, got {rtol}")
+        if atol < 0:
+            raise ValueError(f"atol must be >= 0, got {atol}")
+        self.max_steps = _check_steps(max_steps, "max_steps")
+        self.t, self.t_end = float(d(t0)), float(d(t1))  # rounded like audiocraft's float32 time tensor
+        if not self.t_end > self.t:
+            raise ValueError(f"t1 must be greater than t0 (in z0's dtype {np.dtype(dtype)}), got t0={t0}, t1={t1}")
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.dt = 0.0
+        self.n_accepted = self.n_rejected = 0
+
+    @property
+    def running(self) -> bool:
+        return self.t_end > self.t
+
+    def attempt(self) -> tp.Tuple[float, float, float]:
+        """The next attempt's ``(t, dt, t + dt)`` (float64), or :class:`SolverError` past the step limit or when the
+        step no longer moves t."""
+        if self.n_accepted + self.n_rejected >= self.max_steps:
+            raise SolverError(f"dopri5 exceeded max_steps={self.max_steps} (accepted {self.n_accepted}, rejected "
+                              f"{self.n_rejected}, reached t={self.t:.6g} of {self.t_end:.6g}); loosen rtol/atol or "
+                              "raise max_steps")
+        dt = self.dt if math.isfinite(self.dt) else 0.0  # torchdiffeq: min_step
+        self.dt = dt = max(dt, 0.0)
+        t_new = self.t + dt
+        if not t_new > self.t:
+            raise SolverError(f"dopri5 step size underflow (dt={dt!r} at t={self.t!r}): the vector field may return "
+                              "non-finite values or the problem is too stiff")
+        return self.t, dt, t_new
+
+    def settle(self, ratio: np.floating, t_new: float, finite: tp.Callable[[], bool]) -> bool:
+        """Accept (True: t moves to ``t_new``) or reject the attempt by its error ratio, then size the next step;
+        ``finite()`` checks an accepted state."""
+        if math.isnan(ratio):
+            raise SolverError(f"dopri5: the vector field returned non-finite values near t={self.t:.6g}")
+        accepted = bool(ratio <= 1)
+        if accepted:
+            if not finite():
+                raise SolverError(f"dopri5: the state became non-finite at t={t_new:.6g}")
+            self.t = t_new
+            self.n_accepted += 1
+        else:
+            self.n_rejected += 1
+        self.dt = _optimal_step_size(self.dt, float(ratio))
+        return accepted
+
+    def estimate(self, nfe: int) -> int:
+        """The progress total: evaluations so far plus 6 per step still to go at the current step size."""
+        dt = self.dt
+        remaining = math.ceil((self.t_end - self.t) / dt) if (dt > 0 and math.isfinite(dt)) else self.max_steps
+        return nfe + (DOPRI5_TABLEAU.n_stages - 1) * max(1, min(remaining, self.max_steps))
+
+
 def dopri5(f: VectorField, z0: np.ndarray, t0: float = 0.0, t1: float = 1.0 - 1e-5, rtol: float = 1e-5,
            atol: float = 1e-5, callback: tp.Optional[Callback] = None, max_steps: int = 10000) -> ODEResult:
     """Adaptive Dormand-Prince 5(4): ``torchdiffeq.odeint(f, z0, torch.tensor([t0, t1]), rtol=rtol,
@@ -406,60 +483,27 @@ def dopri5(f: VectorField, z0: np.ndarray, t0: float = 0.0, t1: float = 1.0 - 1e
     output of the last step.  ``max_steps`` bounds attempted steps (torchdiffeq ``max_num_steps``).
     """
     z = _check_state(z0)
-    d = z.dtype.type
-    for name, v in (("rtol", rtol), ("atol", atol), ("t0", t0), ("t1", t1)):
-        if not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
-    if rtol <= 0:
-        raise ValueError(f"rtol must be > 0, got {rtol}")
-    if atol < 0:
-        raise ValueError(f"atol must be >= 0, got {atol}")
-    max_steps = _check_steps(max_steps, "max_steps")
-    t_start, t_end = float(d(t0)), float(d(t1))
-    if not t_end > t_start:
-        raise ValueError(f"t1 must be greater than t0 (in z0's dtype {z.dtype}), got t0={t0}, t1={t1}")
-    rtol, atol = float(rtol), float(atol)
-
-    field = _Field(f, z, callback, estimate=_ESTIMATED_NFE)
-    n_stages = DOPRI5_TABLEAU.n_stages - 1  # evaluations per step: stage 0 is reused (FSAL)
-
-    def guess(t: float, dt: float) -> int:
-        remaining = math.ceil((t_end - t) / dt) if (dt > 0 and math.isfinite(dt)) else max_steps
-        return field.nfe + n_stages * max(1, min(remaining, max_steps))
-
-    f0 = field(t_start, z)
-    dt = _select_initial_step(field, t_start, z, f0, _DOPRI5_ORDER - 1, rtol, atol)
-    t = t_start
-    n_accepted = n_rejected = 0
+    ctl = Dopri5Control(z.dtype, t0, t1, rtol, atol, max_steps)
+    field = _Field(f, z, callback, estimate=ESTIMATED_NFE)
+    f0 = field(ctl.t, z)
+    ctl.dt = _select_initial_step(field, ctl.t, z, f0, DOPRI5_ORDER - 1, ctl.rtol, ctl.atol)
     last = None
-    while t_end > t:
-        if n_accepted + n_rejected >= max_steps:
-            raise SolverError(f"dopri5 exceeded max_steps={max_steps} (accepted {n_accepted}, rejected "
-                               f"{n_rejected}, reached t={t:.6g} of {t_end:.6g}); loosen rtol/atol or raise max_steps")
-        if not math.isfinite(dt):
-            dt = 0.0  # torchdiffeq: min_step
-        dt = max(dt, 0.0)
-        t_new = t + dt
-        if not t_new > t:
-            raise SolverError(f"dopri5 step size underflow (dt={dt!r} at t={t!r}): the vector field may return "
-                               "non-finite values or the problem is too stiff")
-        field.estimate = guess(t, dt)
+    while ctl.running:
+        t, dt, t_new = ctl.attempt()
+        field.estimate = ctl.estimate(field.nfe)
         z_new, k, err = _rk_step(field, DOPRI5_TABLEAU, z, f0, t, dt, t_new, perturb=True)
-        error_ratio = _error_ratio(err, rtol, atol, z, z_new)
-        if math.isnan(error_ratio):
-            raise SolverError(f"dopri5: the vector field returned non-finite values near t={t:.6g}")
-        if error_ratio <= 1:
-            if not np.isfinite(z_new).all():
-                raise SolverError(f"dopri5: the state became non-finite at t={t_new:.6g}")
+        if ctl.settle(error_ratio(err, ctl.rtol, ctl.atol, z, z_new), t_new, lambda: bool(np.isfinite(z_new).all())):
             last = (t, z, z_new, k, dt)
-            t, z, f0 = t_new, z_new, k[-1]
-            n_accepted += 1
-        else:
-            n_rejected += 1
-        dt = _optimal_step_size(dt, float(error_ratio))
+            z, f0 = z_new, k[-1]
+    return ODEResult(z=dense_output(last, ctl), nfe=field.nfe, n_steps=ctl.n_accepted, n_rejected=ctl.n_rejected)
+
+
+def dense_output(last: tp.Tuple[float, np.ndarray, np.ndarray, tp.Sequence[np.ndarray], float],
+                 ctl: Dopri5Control) -> np.ndarray:
+    """The state at ``t_end`` from the last accepted step ``(t, y0, y1, k, dt)`` (torchdiffeq's quartic dense
+    output)."""
     t_prev, y0, y1, k, dt_last = last
-    z_end = _interp_evaluate(_interp_fit(y0, y1, k, dt_last), t_prev, t, t_end)
-    return ODEResult(z=z_end, nfe=field.nfe, n_steps=n_accepted, n_rejected=n_rejected)
+    return _interp_evaluate(_interp_fit(y0, y1, k, dt_last), t_prev, ctl.t, ctl.t_end)
 
 
 SOLVERS: tp.Dict[str, tp.Callable[..., ODEResult]] = {
@@ -520,7 +564,7 @@ def stage_evaluations(settings: SolverSettings, dtype: tp.Any = np.float32) -> t
         if tab.n_stages == 1:  # z + Σ[k0·(c·dt)]: one term, the sum is the term
             out.append(StageEvaluation(float(t), 0.0, float(d(tab.c_sol[0]) * dt_), False, False, True))
             continue
-        (t1,), ((b,),) = _stage_times(tab, t, dt_, t_next), tab.beta
+        (t1,), ((b,),) = stage_times(tab, t, dt_, t_next), tab.beta
         out.append(StageEvaluation(float(t), 0.0, float(d(b) * dt_), False, True, False))
         out.append(StageEvaluation(float(t1), float(d(tab.c_sol[0]) * dt_), float(d(tab.c_sol[1]) * dt_),
                                    True, False, True))

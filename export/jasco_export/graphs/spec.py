@@ -17,10 +17,10 @@ flow_step          z [B, T, 128], t [B], text [B, L, dim],        v [B, T, 128] 
 encodec_decoder    latents [B, F, 128] (normalized; F frames,    audio [B, 1, F · hop]; un-normalisation
                    T ≤ F ≤ max_duration · frame rate)           folded in (F dynamic: songs > 10 s)
 encodec_encoder    wav [B, 1, S]                                  latents [B, 128, T] (unquantized)
-solver_step        v_rows [P, terms, T, 128] (the flow step's     v [P, T, 128] guided field, z [P, T, 128] next
-                   rows, prompt-major), weights [P, terms],      stage input base + (c₀·k_prev + c₁·v), z_rows
-                   base, k_prev [P, T, 128], c [3], keep         [P, terms, T, 128] (z, or the continuation path
-                   [P, T, 1], velocity, noise, known [P, T, 128]  where keep = 1, per term); no weights
+solver_step        v_rows [P, terms, T, 128] (the flow step's     v [P, T, 128] guided field, z [P, T, 128] stage
+                   rows, prompt-major), weights [P, terms],      input base + Σ slot_j·c_j, z_rows [P, terms, T,
+                   base, k0 … k6 [P, T, 128], c [17], keep       128] (z, or the continuation path where keep =
+                   [P, T, 1], velocity, noise, known, a, b        1), sq [P] error norm's squared sum; no weights
 drums_separator    mix [B, 2, L], spec [B, 4, 2048, T'] (htdemucs  drums_spec [B, 4, 2048, T'], drums_wave [B, 2, L]
                    segment at 44.1 kHz and its numpy STFT)       (STFT/iSTFT, apply_model in the runtime; only
                                                                 with a separator: graphs/separator.py)
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from jasco_runtime import stage_layout
 from jasco_runtime.export_folder import AxisRecord, GraphRecord, TensorRecord
 
 from ..reference.flow_model import FlowModel
@@ -163,32 +164,44 @@ class FlowStep(nn.Module):
 
 
 class SolverStep(nn.Module):
-    """The host-side arithmetic of one ODE evaluation, as a graph, so a GPU solve keeps its state on the device.
+    """The host-side arithmetic of one ODE evaluation, as a graph, so a GPU solve keeps its state on the device
+    (the layout of ``c`` and the summation order: jasco_runtime/stage_layout.py).
 
     The multi-source CFG sum of audiocraft's ``_multi_source_cfg_postprocess`` (models/flow_matching.py) over the
-    flow step's rows of each prompt (``weights`` per prompt and term; one term weighs 1: unweighted), then the
-    next Runge-Kutta stage input ``base + (c₀·k_prev + c₁·v)`` in the order of the runtime's numpy stepper
-    (jasco_runtime/solvers.py ``_rk_step``: a stage input adds at most two stage derivatives for Euler,
-    midpoint and Heun), repeated once per CFG term as the next evaluation's rows.
+    flow step's rows of each prompt (``weights`` per prompt and term; one term weighs 1: unweighted) gives ``v``;
+    the Runge-Kutta stage input ``z = base + Σ_j slot_j · c_j`` over the derivative slots ``k0`` … ``k6`` (``v``
+    in the slot ``c`` marks), in the order of the runtime's numpy stepper (jasco_runtime/solvers.py ``_rk_step``,
+    torch's CPU sum); ``z`` repeated once per CFG term as the next evaluation's rows; and per prompt
+    ``Σ (z / (atol + rtol·max(|a|, |b|)))²``, the squared sum behind torchdiffeq's RMS error norm (dopri5's error
+    ratio and initial step; _impl/rk_common.py, _impl/misc.py).
 
     A continued long-song window (audiocraft solvers/jasco.py ``_z`` / ``_vector_field``; the reference's
     longform.continuation): on the frames where ``keep`` is 1 the field is the path's constant ``velocity`` and the
-    next evaluation sees the path ``(1 − (1 − σ_min)·t)·noise + t·known`` at its time ``c₂`` instead of the state;
-    ``keep`` all 0 is an unconstrained solve."""
+    next evaluation sees the path ``(1 − (1 − σ_min)·t)·noise + t·known`` at the time ``c[SEEN]`` instead of the
+    state; ``keep`` all 0 is an unconstrained solve."""
 
     def __init__(self, sigma_min: float):
         super().__init__()
         self.path_rate = 1 - sigma_min
 
-    def forward(self, v_rows: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, k_prev: torch.Tensor,
-                c: torch.Tensor, keep: torch.Tensor, velocity: torch.Tensor, noise: torch.Tensor,
-                known: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, v_rows: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, k0: torch.Tensor,
+                k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor, k4: torch.Tensor, k5: torch.Tensor,
+                k6: torch.Tensor, c: torch.Tensor, keep: torch.Tensor, velocity: torch.Tensor, noise: torch.Tensor,
+                known: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                ) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         kept = keep > 0.5
         v = torch.where(kept, velocity, (v_rows * weights[:, :, None, None]).sum(dim=1))
-        z = base + (c[0] * k_prev + c[1] * v)
-        t = c[2]
+        slots = (k0, k1, k2, k3, k4, k5, k6)
+        terms = [torch.where(c[stage_layout.V_SLOT + j] > 0.5, v, k) * c[stage_layout.COEF + j]
+                 for j, k in enumerate(slots)]
+        total = terms[stage_layout.SUM_ORDER[0]]
+        for j in stage_layout.SUM_ORDER[1:]:
+            total = total + terms[j]
+        z = base + total
+        t = c[stage_layout.SEEN]
         seen = torch.where(kept, (1 - self.path_rate * t) * noise + t * known, z)
-        return v, z, seen.unsqueeze(1).expand_as(v_rows)
+        scaled = z / (c[stage_layout.ATOL] + c[stage_layout.RTOL] * torch.maximum(a.abs(), b.abs()))
+        return v, z, seen.unsqueeze(1).expand_as(v_rows), (scaled * scaled).sum(dim=(1, 2))
 
 
 class EncodecDecoder(nn.Module):
@@ -270,15 +283,15 @@ def declare_graphs(jasco: "JASCO", max_batch: int = 6, max_text_tokens: int = 12
     graphs["solver_step"] = GraphSpec(
         "solver_step", SolverStep(SIGMA_MIN),
         [TensorSpec("v_rows", "float32", ("batch", "terms", T, flow_dim)),
-         TensorSpec("weights", "float32", ("batch", "terms")),
-         TensorSpec("base", "float32", ("batch", T, flow_dim)), TensorSpec("k_prev", "float32", ("batch", T, flow_dim)),
-         TensorSpec("c", "float32", (3,)), TensorSpec("keep", "float32", ("batch", T, 1))]
-        + [TensorSpec(n, "float32", ("batch", T, flow_dim)) for n in ("velocity", "noise", "known")],
+         TensorSpec("weights", "float32", ("batch", "terms")), TensorSpec("base", "float32", ("batch", T, flow_dim))]
+        + [TensorSpec(n, "float32", ("batch", T, flow_dim)) for n in stage_layout.SLOT_NAMES]
+        + [TensorSpec("c", "float32", (stage_layout.SIZE,)), TensorSpec("keep", "float32", ("batch", T, 1))]
+        + [TensorSpec(n, "float32", ("batch", T, flow_dim)) for n in ("velocity", "noise", "known", "a", "b")],
         [TensorSpec("v", "float32", ("batch", T, flow_dim)), TensorSpec("z", "float32", ("batch", T, flow_dim)),
-         TensorSpec("z_rows", "float32", ("batch", "terms", T, flow_dim))],
+         TensorSpec("z_rows", "float32", ("batch", "terms", T, flow_dim)), TensorSpec("sq", "float32", ("batch",))],
         {"batch": ProfileRange(1, 1, max_batch), "terms": ProfileRange(1, 3, 3)},
-        "CFG sum per prompt, the next Euler/midpoint/Heun stage input and a long-song window's continuation, on the "
-        "device (no weights; fp32)",
+        "CFG sum per prompt, a Runge-Kutta stage input over up to 7 derivatives (Euler, midpoint, Heun, dopri5), the "
+        "error norm's squared sum and a long-song window's continuation, on the device (no weights; fp32)",
         precisions=("fp32",))
     if "self_wav" in conds and getattr(jasco, "separator", None) is not None:
         from ..reference.separation import single_model

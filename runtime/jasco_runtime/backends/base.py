@@ -109,6 +109,11 @@ class Workspace(abc.ABC):
         """A new device array holding ``array`` (one host→device copy)."""
 
     @abc.abstractmethod
+    def write(self, array: DeviceArray, host: np.ndarray) -> None:
+        """Copy ``host`` into the whole workspace array ``array`` (one host→device copy, queued after the work
+        already queued on it; nothing allocated)."""
+
+    @abc.abstractmethod
     def download(self, array: DeviceArray) -> np.ndarray:
         """``array``'s contents on the host, once the work queued before it is done (one device→host copy)."""
 
@@ -136,6 +141,7 @@ class Engine(abc.ABC):
     input_names: tp.List[str]
     output_names: tp.List[str]
     max_batch: tp.Optional[int]  # rows per call the engine's profile takes; None: any
+    whole_inputs: tp.FrozenSet[str]  # inputs with no batch axis (solver_step's c): every chunk of a call takes them whole
     device: str  # "cpu" | "cuda"
 
     @abc.abstractmethod
@@ -186,6 +192,9 @@ class HostWorkspace(Workspace):
     def upload(self, array: np.ndarray) -> DeviceArray:
         return self._wrap(np.array(array, copy=True, order="C"))
 
+    def write(self, array: DeviceArray, host: np.ndarray) -> None:
+        np.copyto(host_view(check_write(array, host)), host)
+
     def download(self, array: DeviceArray) -> np.ndarray:
         return host_view(array).copy()
 
@@ -194,6 +203,16 @@ class HostWorkspace(Workspace):
 
     def close(self) -> None:
         self.arrays.clear()
+
+
+def check_write(array: DeviceArray, host: np.ndarray) -> DeviceArray:
+    """``array`` when ``host`` (C-contiguous) has its shape and dtype, else ValueError: what every
+    :meth:`Workspace.write` checks."""
+    if not isinstance(host, np.ndarray) or not host.flags.c_contiguous or host.shape != array.shape \
+            or host.dtype != array.dtype:
+        got = f"{list(host.shape)} {host.dtype}" if isinstance(host, np.ndarray) else type(host).__name__
+        raise ValueError(f"write a C-contiguous {list(array.shape)} {array.dtype} array, not {got}")
+    return array
 
 
 def host_view(array: DeviceArray) -> np.ndarray:
@@ -226,10 +245,12 @@ def row_slices(n: int, limit: tp.Optional[int]) -> tp.List[slice]:
     return [slice(i, i + step) for i in range(0, max(n, 1), step)]
 
 
-def row_chunks(inputs: tp.Mapping[str, tp.Any], limit: tp.Optional[int]) -> tp.List[tp.Dict[str, tp.Any]]:
-    """Split a batch (axis 0 of every input) into consecutive chunks of at most ``limit`` rows (None: one)."""
-    n = int(next(iter(inputs.values())).shape[0])
-    return [{k: v[s] for k, v in inputs.items()} for s in row_slices(n, limit)]
+def row_chunks(inputs: tp.Mapping[str, tp.Any], limit: tp.Optional[int],
+               whole: tp.AbstractSet[str] = frozenset()) -> tp.List[tp.Dict[str, tp.Any]]:
+    """Split a batch (axis 0 of every input but those in ``whole``, which every chunk takes as they are) into
+    consecutive chunks of at most ``limit`` rows (None: one)."""
+    n = int(next(v for k, v in inputs.items() if k not in whole).shape[0])
+    return [{k: v if k in whole else v[s] for k, v in inputs.items()} for s in row_slices(n, limit)]
 
 
 @contextlib.contextmanager
@@ -237,16 +258,17 @@ def bound_chunks(engine: Engine, arrays: tp.Mapping[str, np.ndarray]
                  ) -> tp.Iterator[tp.List[tp.Tuple[slice, tp.Dict[str, tp.Any]]]]:
     """``arrays`` split into chunks of the engine's own profile, each bound to its device once for the block:
     [(row slice, bound feeds)].  Repeated calls (an ODE solve, a timed benchmark) then copy nothing of them."""
-    n = int(next(iter(arrays.values())).shape[0])
+    whole = engine.whole_inputs
     with contextlib.ExitStack() as stack:
-        yield [(s, stack.enter_context(engine.bind({k: v[s] for k, v in arrays.items()})))
-               for s in row_slices(n, engine.max_batch)]
+        yield [(s, stack.enter_context(engine.bind(chunk)))
+               for s, chunk in zip(row_slices(int(next(v for k, v in arrays.items() if k not in whole).shape[0]),
+                                              engine.max_batch), row_chunks(arrays, engine.max_batch, whole))]
 
 
 def run_chunked(engine: Engine, feeds: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
     """``engine.run`` over row chunks no larger than the engine's own profile (``engine.max_batch``): the one
     place a call is chunked (pipeline, verify, benchmarks)."""
-    parts = [engine.run(chunk) for chunk in row_chunks(feeds, engine.max_batch)]
+    parts = [engine.run(chunk) for chunk in row_chunks(feeds, engine.max_batch, engine.whole_inputs)]
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}

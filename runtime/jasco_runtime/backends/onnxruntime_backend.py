@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .base import DeviceArray, Engine, HostWorkspace, Traffic, Workspace, host_binding, run_on_host
+from .base import DeviceArray, Engine, HostWorkspace, Traffic, Workspace, check_write, host_binding, run_on_host
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from ..export_folder import ArtifactKey, ExportFolder
@@ -109,6 +109,13 @@ class CudaWorkspace(Workspace):
         self.owner.traffic.h2d += host.nbytes
         return self._wrap(ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0), host.dtype)
 
+    def write(self, array: DeviceArray, host: np.ndarray) -> None:
+        if array.ptr != int(array.memory.data_ptr()) or tuple(array.memory.shape()) != array.shape:
+            raise ValueError("write a whole workspace array, not a view of one")
+        check_write(array, host)
+        array.memory.update_inplace(host)  # a copy into the OrtValue's own device memory
+        self.owner.traffic.h2d += host.nbytes
+
     def download(self, array: DeviceArray) -> np.ndarray:
         if array.ptr != int(array.memory.data_ptr()):
             raise ValueError("download a whole workspace array, not a view of one")
@@ -157,6 +164,7 @@ class OnnxRuntimeEngine(Engine):
             wanted.append(CUDA)  # the nodes TensorRT does not take must not fall to the CPU silently
         self._check_providers(wanted, explicit=bool(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.whole_inputs = frozenset(i.name for i in self.session.get_inputs() if not i.shape or isinstance(i.shape[0], int))
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.device = "cpu" if self.providers[0] == CPU else "cuda"
         self.max_batch = max_batch

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, JascoError
-from .base import DeviceArray, Engine, Traffic, Workspace
+from .base import DeviceArray, Engine, Traffic, Workspace, check_write
 
 logger = logging.getLogger(__name__)
 REBUILD = "rebuild them on this machine with `jasco-run build-engines ENGINES_DIR`"
@@ -132,6 +132,15 @@ class DeviceWorkspace(Workspace):
         self.owner.traffic.h2d += host.nbytes
         return out
 
+    def write(self, array: DeviceArray, host: np.ndarray) -> None:
+        from ..tensorrt import device
+
+        if array.ptr != int(array.memory.ptr) or array.nbytes != array.memory.nbytes:
+            raise ValueError("write a whole workspace array, not a view of one")
+        check_write(array, host)
+        device.copy_host_to_device(array.memory, host, self.stream)
+        self.owner.traffic.h2d += host.nbytes
+
     def download(self, array: DeviceArray) -> np.ndarray:
         from ..tensorrt import device
 
@@ -225,6 +234,8 @@ class TensorRTEngine(Engine):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.whole_inputs = frozenset(n for n in self.input_names  # no dynamic axis 0 in the network: no batch axis
+                                      if len(engine.get_tensor_shape(n)) == 0 or int(engine.get_tensor_shape(n)[0]) != -1)
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.profile = {n: tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(n, 0))
                         for n in self.input_names}
