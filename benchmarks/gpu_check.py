@@ -518,6 +518,8 @@ def ort_cuda_checks(report: Report, folder: Path, cpu_latents: tp.Optional[np.nd
         return {"latents_rel_l2": err, **device_loop_traffic(res)}
 
     report.check("pipeline on ORT CUDA fp16 vs CPU fp32 (2 prompts, Euler 10)", pipeline_cuda)
+    report.check("ORT CUDA: dopri5 with the state on the device vs its host loop", lambda: dopri5_device_loop(
+        lambda: JascoPipeline.from_dir(folder, backend="onnxruntime", providers=["cuda"]), _noise(ef)))
     report.check(f"ORT CUDA: no device-memory growth over {MEMORY_GENERATIONS} generations",
                  lambda: memory_growth(lambda: JascoPipeline.from_dir(folder, backend="onnxruntime", providers=["cuda"])))
     report.check("timings: tiny ORT CUDA", lambda: runtime_timings(
@@ -525,14 +527,37 @@ def ort_cuda_checks(report: Report, folder: Path, cpu_latents: tp.Optional[np.nd
         lambda ef: open_engine(ef, ArtifactKey("flow_step", "fp16", "onnx"), providers=["cuda"]), runs))
 
 
-def device_loop_traffic(res: tp.Any) -> tp.Dict[str, tp.Any]:
-    """Where the ODE state lived and what crossed per evaluation; a GPU solve that copied per evaluation fails."""
+DOPRI5_BYTES_PER_NFE = 1024  # dopri5's device loop: its step plan (3.3 KB) and error norm per 6 evaluations, and no state
+
+
+def device_loop_traffic(res: tp.Any, fixed_step: bool = True) -> tp.Dict[str, tp.Any]:
+    """Where the ODE state lived and what crossed per evaluation: a fixed-step GPU solve that copied anything per
+    evaluation fails, a dopri5 one that copied more than its step plans and error norms."""
     t = res.traffic
-    out = {"ode_loop": res.ode_loop, "h2d_bytes_per_nfe": t.get("h2d_bytes_per_nfe"),
+    out = {"ode_loop": res.ode_loop, "nfe": res.nfe, "h2d_bytes_per_nfe": t.get("h2d_bytes_per_nfe"),
            "d2h_bytes_per_nfe": t.get("d2h_bytes_per_nfe"), "allocations_per_nfe": t.get("allocations_per_nfe")}
-    if res.ode_loop != "device" or any(out[k] for k in ("h2d_bytes_per_nfe", "d2h_bytes_per_nfe", "allocations_per_nfe")):
+    limit = 0 if fixed_step else DOPRI5_BYTES_PER_NFE
+    if res.ode_loop != "device" or out["allocations_per_nfe"] or any(
+            (out[k] or 0) > limit for k in ("h2d_bytes_per_nfe", "d2h_bytes_per_nfe")):
         raise CheckFailed(f"the ODE loop was not device-resident: {out}")
     return out
+
+
+def dopri5_device_loop(open_pipe: tp.Callable[[], tp.Any], noise: np.ndarray) -> tp.Dict[str, tp.Any]:
+    """dopri5 with the state on the device vs the same engines' host loop: the same NFE, latents within fp16
+    rounding, and only the step plans and error norms crossing per evaluation."""
+    from jasco_runtime.verify import FP16_E2E_REL_L2
+
+    kw = {**{k: v for k, v in DEMO.items() if k != "steps"}, "solver": "dopri5"}
+    with open_pipe() as pipe:
+        got = pipe.generate(PROMPTS, init_noise=noise, **kw)
+        pipe.core.device_loop = False
+        ref = pipe.generate(PROMPTS, init_noise=noise, **kw)
+    err = rel_l2(got.latents, ref.latents)
+    if got.nfe != ref.nfe or err > FP16_E2E_REL_L2:
+        raise CheckFailed(f"device loop vs host loop: NFE {got.nfe} vs {ref.nfe}, latents rel L2 {err:.3e}")
+    return {"latents_rel_l2_vs_host_loop": err, "host_loop_h2d_bytes_per_nfe": ref.traffic.get("h2d_bytes_per_nfe"),
+            **device_loop_traffic(got, fixed_step=False)}
 
 
 def memory_growth(open_pipe: tp.Callable[[], tp.Any]) -> tp.Dict[str, int]:
@@ -660,6 +685,8 @@ def tensorrt_checks(report: Report, folder: Path, work: Path, ort_cuda: bool, ru
         return {"latents_rel_l2": err, **device_loop_traffic(got)}
 
     report.check(f"TensorRT pipeline vs {ref_name} (2 prompts, Euler 10)", pipeline_trt)
+    report.check("TensorRT: dopri5 with the state on the device vs its host loop", lambda: dopri5_device_loop(
+        lambda: JascoPipeline.from_dir(engines, backend="tensorrt"), _noise(ef)))
     report.check(f"TensorRT: no device-memory growth over {MEMORY_GENERATIONS} generations",
                  lambda: memory_growth(lambda: JascoPipeline.from_dir(engines, backend="tensorrt")))
     report.check("timings: tiny TensorRT", lambda: runtime_timings(

@@ -66,6 +66,10 @@ def test_dry_run_runs_every_check_and_every_timing(tiny_engines, tmp_path, dry_g
                   "TensorRT pipeline vs ORT CUDA (2 prompts, Euler 10)"):  # the ODE state stayed on the device
         detail = next(c["detail"] for c in report["checks"] if c["check"] == check)
         assert "'ode_loop': 'device'" in str(detail) and "'h2d_bytes_per_nfe': 0.0" in str(detail), detail
+    for check in ("ORT CUDA: dopri5 with the state on the device vs its host loop",
+                  "TensorRT: dopri5 with the state on the device vs its host loop"):  # plans and norms only
+        detail = next(c["detail"] for c in report["checks"] if c["check"] == check)
+        assert "'ode_loop': 'device'" in str(detail) and "'allocations_per_nfe': 0.0" in str(detail), detail
     # the reports are two small files, the work tree is elsewhere
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.md"]
     assert sum(p.stat().st_size for p in out.iterdir()) < 64_000
