@@ -143,7 +143,8 @@ class _Loop:
             "z_rows": ws.empty((P, n) + state[1:]),
             "v_rows": ws.empty((P, n) + state[1:]),
             "zero": ws.upload(np.zeros(state, np.float32)),  # every slot a call does not use
-            "sq": ws.empty((len(solve.step_chunks), ALIGN_FLOATS)),  # per chunk: the error norm's squared sums
+            # per prompt chunk, a 256-byte aligned row: the error norm's squared sums
+            "sq": ws.empty((len(solve.step_chunks), _aligned(max(c.stop - c.start for c in solve.step_chunks)))),
         }
 
     def first_rows(self, z0: np.ndarray, t: float) -> None:
@@ -152,7 +153,8 @@ class _Loop:
         if self.s.constraint is not None:
             first = z0.copy()
             first[:, :self.s.constraint.frames] = self.s.constraint.path(t)
-        self.ws.write(self.arrays["z_rows"], np.ascontiguousarray(np.broadcast_to(first[:, None], self.arrays["z_rows"].shape)))
+        rows = self.arrays["z_rows"]
+        self.ws.write(rows, np.ascontiguousarray(np.broadcast_to(first[:, None], rows.shape)))
 
     # -- the two calls of an evaluation ---------------------------------------------------------------------------
     def evaluate(self, t_row: DeviceArray) -> None:
