@@ -34,6 +34,7 @@ class _RowCounter:
     def __init__(self, engine):
         self.engine, self.rows = engine, []
         self.max_batch, self.device, self.traffic = engine.max_batch, engine.device, engine.traffic
+        self.whole_inputs = engine.whole_inputs
 
     def run(self, feeds):
         self.rows.append(feeds["z"].shape[0])
