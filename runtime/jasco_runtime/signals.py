@@ -13,24 +13,28 @@ an interrupted command must say what really happened.  So:
 * :func:`settle`, inside a :func:`settling` scope (a command's run), marks the outcome final: from then until
   the scope ends the raising handlers record a signal (:func:`take_late`) instead of raising it, so a signal
   after the outputs exist can neither say "nothing was written" nor end in a traceback (S09/S10);
-* a signal whose exception Python or a native library swallowed (raised in a weakref callback during an import,
-  cleared by C code) is not lost: :func:`check`, called by a command at its milestones, raises it then.
+* a signal whose exception Python or a native library swallowed is not lost: one Python could not raise (it came
+  in a weakref callback or ``__del__``) is delivered again as soon as the callback returns, and one a native
+  library cleared is raised by :func:`check`, which a command calls at its milestones.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
 import typing as tp
 
 NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+REDELIVERY_S = 0.001  # a swallowed signal is sent again this long after the callback that swallowed it
 _received: tp.List[int] = []  # every signal number caught by a handler of this module, in order
 _scopes = 0  # open settling() scopes
 _settled = False  # settle() was called in the open scope: the raising handlers record instead
 _late: tp.List[int] = []  # signals recorded since settle(), not yet reported (take_late)
 _unhandled: tp.Optional[int] = None  # the last signal raised inside a settling() scope (swallowed if still unsettled)
+_last_raised: tp.Optional[BaseException] = None  # the exception the raising handler raised last
 
 
 class Terminated(KeyboardInterrupt):
@@ -57,18 +61,24 @@ def _raise(signum: int, frame: tp.Any) -> None:
     if _settled:  # the command's outcome is final: a signal now cannot change it
         _late.append(signum)
         return
-    global _unhandled
+    global _unhandled, _last_raised
     _unhandled = signum
-    raise exception_for(signum)
+    _last_raised = exception_for(signum)
+    raise _last_raised
 
 
 def _quiet_when_swallowed(hook: tp.Callable[[tp.Any], tp.Any]) -> tp.Callable[[tp.Any], tp.Any]:
-    """``sys.unraisablehook`` that keeps quiet about an exception of this module's handler that Python could not
-    raise (it came in a weakref callback or ``__del__``, e.g. importlib's module-lock callback during an
-    import): instead of "Exception ignored in ...", :func:`check` raises it at the command's next milestone."""
+    """``sys.unraisablehook`` for an exception of this module's handler that Python could not raise (it came in a
+    weakref callback or ``__del__``: importlib's module-lock callback during an import, a regex object's
+    finaliser): instead of "Exception ignored in ..." and a lost signal, the signal is delivered again, so the
+    handler raises it once the callback has returned."""
     def quiet(unraisable: tp.Any) -> None:
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _unhandled is not None and _scopes):
+        if _last_raised is None or unraisable.exc_value is not _last_raised:
             hook(unraisable)
+            return
+        signum = signal.SIGTERM if isinstance(_last_raised, Terminated) else signal.SIGINT
+        # from another thread, a moment later: raised here (or anywhere in the callback) it would be swallowed again
+        threading.Timer(REDELIVERY_S, os.kill, (os.getpid(), signum)).start()
     return quiet
 
 
