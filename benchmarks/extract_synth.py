@@ -17,7 +17,7 @@ FRAME_RATE = 50
 PITCH_CLASSES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 # chord quality → (intervals above the root, is_minor)
 QUALITIES = {"": ((0, 4, 7), False), "m": ((0, 3, 7), True), "7": ((0, 4, 7, 10), False),
-             "maj7": ((0, 4, 7, 11), False), "m7": ((0, 3, 7, 10), True)}
+             "maj7": ((0, 4, 7, 11), False), "m7": ((0, 3, 7, 10), True), "6": ((0, 4, 7, 9), False)}
 TIMBRES = ("sine", "flute", "saw", "square", "pluck", "organ")
 
 

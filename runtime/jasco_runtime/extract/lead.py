@@ -4,9 +4,10 @@ prefers the loud and the high ones and keeps continuity.
 With an accompaniment (a pad, a bass) the strongest salience of a frame is often the accompaniment, so its argmax
 is not the melody. Following predominant-melody tracking (J. Salamon & E. Gómez, "Melody extraction from
 polyphonic music signals using pitch contour characteristics", IEEE TASLP 2012: melody contours are the louder,
-higher and more continuous ones), each frame's candidates are the salience peaks above a threshold; a candidate
-scores its salience, the level of its fundamental in the spectrum relative to the frame's loudest pitch, and its
-height; the path pays for pitch jumps and voicing changes.
+higher and more continuous ones), each frame's candidates are the salience peaks above a threshold, plus the
+spectral peaks among the loudest fundamentals in frames that have a salience peak (a pure tone the salience model
+misses, :func:`spectral_candidates`); a candidate scores its salience, the level of its fundamental in the spectrum
+relative to the frame's loudest pitch, and its height; the path pays for pitch jumps and voicing changes.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import numpy as np
 @dataclass(frozen=True)
 class LeadParams:
     """Tuned on synthesized leads over pads, bass and drums (benchmarks/extract_synth.py, seeds 100–107 and
-    1100–1107; checked on 2100–2107)."""
+    1100–1107; checked on 2100–2107). ``spectral_db`` was chosen on the same tuning seeds (0, 1, 2, 3, 4.5, 6, 9,
+    12 dB tried; 6 had the best mean)."""
 
     threshold: float = 0.03  # salience a candidate needs (a quiet pure tone scores ~0.1)
     salience_weight: float = 0.25
@@ -32,6 +34,7 @@ class LeadParams:
     unvoiced_score: float = 0.9  # score of the unvoiced state per frame
     octave_penalty: float = 1.0  # score taken from a likely second harmonic (:func:`octave_partials`)
     octave_margin_db: float = 0.0
+    spectral_db: float = 6.0  # a fundamental this close to the frame's loudest is a candidate (0: salience peaks only)
 
 
 def fundamental_levels(audio: np.ndarray, sample_rate: int, hop: int, n_frames: int, first_midi: int, n_pitches: int,
@@ -61,6 +64,20 @@ def candidates(salience: np.ndarray, params: LeadParams) -> np.ndarray:
     return (s >= left) & (s >= right) & (s >= params.threshold)
 
 
+def spectral_candidates(levels: np.ndarray, within_db: float) -> np.ndarray:
+    """[T, P] bool: pitches whose fundamental is a local maximum of ``levels`` (over pitch) within ``within_db`` of
+    the frame's loudest pitch.
+
+    basic-pitch's salience is learnt from instruments with a harmonic series; a pure tone (sine, soft flute) whose
+    frequency coincides with an overtone of a louder-looking accompaniment note (E5 = the 3rd harmonic of A3) gets
+    salience below the background there, although its fundamental is the loudest in the spectrum."""
+    if within_db <= 0:
+        return np.zeros(levels.shape, bool)
+    left = np.pad(levels, ((0, 0), (1, 0)), constant_values=-np.inf)[:, :-1]
+    right = np.pad(levels, ((0, 0), (0, 1)), constant_values=-np.inf)[:, 1:]
+    return (levels >= left) & (levels >= right) & (levels >= -within_db)
+
+
 def octave_partials(cand: np.ndarray, levels: np.ndarray, margin_db: float) -> np.ndarray:
     """[T, P] bool: candidates with a candidate an octave below whose fundamental is at least as loud (less
     ``margin_db``) — likely that note's second harmonic rather than a note of their own."""
@@ -77,6 +94,8 @@ def track(salience: np.ndarray, levels: tp.Optional[np.ndarray] = None, params: 
     if T == 0:
         return np.zeros(0, np.int64)
     cand = candidates(salience, params)
+    if levels is not None:  # spectral peaks add pitches to frames with notes; they voice no frame on their own
+        cand = cand | (spectral_candidates(levels, params.spectral_db) & cand.any(axis=1, keepdims=True))
     score = params.salience_weight * salience + params.height_weight * (np.arange(P) / max(P - 1, 1))[None]
     if levels is not None:
         score = score + params.level_weight * np.clip(1 + levels / params.level_range_db, 0, 1)

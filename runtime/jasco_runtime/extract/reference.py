@@ -18,11 +18,13 @@ _MODEL: tp.Dict[str, pitch_model.PitchModel] = {}  # one onnxruntime session per
 
 
 def chords(audio: tp.Any, sample_rate: tp.Optional[int] = None,
-           mapping: tp.Optional[tp.Mapping[str, int]] = None) -> chords_mod.Progression:
+           mapping: tp.Optional[tp.Mapping[str, int]] = None,
+           sixths: chordino.SixthCheck = chordino.SixthCheck()) -> chords_mod.Progression:
     """Chordino's progression ``[(label, start_sec), ...]`` of a recording (a path, or [C, T] / [T] with its rate);
-    with ``mapping`` (a model's chord vocabulary) labels are spelled as the mapping spells them."""
+    with ``mapping`` (a model's chord vocabulary) labels are spelled as the mapping spells them. ``sixths``:
+    the re-reading of fifthless ``X6`` labels (``SixthCheck(enabled=False)``: Chordino's labels unchanged)."""
     wav, sr = as_audio(audio, sample_rate)
-    return chordino.to_vocabulary(chordino.run_chordino(wav, sr), mapping)
+    return chordino.to_vocabulary(chordino.run_chordino(wav, sr, sixths=sixths), mapping)
 
 
 def _model() -> pitch_model.PitchModel:
