@@ -573,3 +573,25 @@ def test_cli_json_reports_the_resolution(tiny_engines, tmp_path, capfd):
         ("onnxruntime", "fp32", ["CPUExecutionProvider"])
     assert isinstance(summary["seed"], int)  # J01/J02: the drawn seed is reported
     assert summary["ode_loop"] == "host" and summary["traffic"]["h2d_bytes_per_nfe"] == 0  # the CPU: host memory
+
+
+def test_the_device_loop_declines_what_the_engines_would_refuse_mid_solve():
+    """More CFG terms than solver_step's profile, or a prompt state whose row views would not be 256-byte aligned
+    (TensorRT's set_tensor_address rule), fall back to the host loop with the reason instead of failing mid-solve;
+    an older two-derivative solver_step too."""
+    from types import SimpleNamespace
+
+    from jasco_runtime import stage_layout
+    from jasco_runtime.device_solve import device_solver_available
+    from jasco_runtime.solvers import SolverSettings
+
+    flow = SimpleNamespace(device="cuda", input_names=["z", "t"], output_names=["v"])
+    step = SimpleNamespace(device="cuda", input_names=["v_rows", "c", *stage_layout.SLOT_NAMES], output_names=["sq"])
+    heun = SolverSettings("heun", steps=2)
+    assert device_solver_available(flow, step, heun, terms=3, max_terms=3, frame_bytes=500 * 128 * 4) is None
+    assert device_solver_available(flow, step, SolverSettings("dopri5"), terms=3, max_terms=3) is None
+    assert "4 CFG terms" in device_solver_available(flow, step, heun, terms=4, max_terms=3)
+    assert "multiple of 256" in device_solver_available(flow, step, heun, frame_bytes=500 * 100 * 4 + 4)
+    old = SimpleNamespace(device="cuda", input_names=["v_rows", "k_prev", "c"], output_names=["v", "z", "z_rows"])
+    assert "predates" in device_solver_available(flow, old, heun)
+    assert "no solver_step" in device_solver_available(flow, None, heun)

@@ -12,7 +12,8 @@ engine calls on device arrays:
 Fixed steps (Euler, midpoint, Heun) follow a schedule uploaded once per solve: per evaluation 0 bytes cross.  dopri5
 keeps torchdiffeq's step-size control on the host (:class:`~jasco_runtime.solvers.Dopri5Control`: float64 time,
 which TensorRT has not): per attempted step (6 evaluations) one upload of the step's coefficients and stage times
-and one download of its error norm (a float per prompt chunk); its initial step probe and the dense output at the
+(13 rows of 256 bytes while a flow-step chunk has at most 64 rows) and one download of its error norm's squared
+sums (a 256-byte row per prompt chunk); its initial step probe and the dense output at the
 end are the same calls plus one download of the last step's states.
 
 Everything is allocated once per solve in the flow engine's :class:`~jasco_runtime.backends.base.Workspace` and freed
@@ -240,7 +241,7 @@ class _Loop:
         """Dormand-Prince 5(4) as :func:`jasco_runtime.solvers.dopri5` runs it: f(t0), the initial step probe, then
         attempts of six evaluations (first same as last), each accepted or rejected by its error ratio; the state at
         the end from the last step's dense output."""
-        ws, a, width, tab = self.ws, self.arrays, self.s.width, DOPRI5_TABLEAU
+        ws, a, width, tab = self.ws, self.arrays, self.s.width, DOPRI5_TABLEAU  # every view in a: freed with it
         d = np.float32
         atol, rtol = d(ctl.atol), d(ctl.rtol)
         shape = a["zero"].shape
@@ -249,7 +250,7 @@ class _Loop:
                  scratch_v=ws.empty(shape), scratch_z=ws.empty(shape))
         plan = np.zeros((_PLAN_ROWS, width), np.float32)
         row = lambda r: _row(a["plan"], r, width)  # noqa: E731
-        y, k = list(a["y"]), list(a["k"])  # roles: y[0] the step's start, k[0] its first derivative
+        y, k = a["y"], a["k"]  # roles, swapped in place: y[0] the step's start, k[0] its first derivative
         self.first_rows(self.z0, ctl.t)
         self.start()
         # f(t0), and ‖f0‖ against y0 (torchdiffeq _select_initial_step)
@@ -272,7 +273,6 @@ class _Loop:
         self.combine(row(_E), a["zero"], [k[0]], a["scratch_v"], a["scratch_z"], ref=(y[0], y[0]))
         self.tick(ESTIMATED_NFE)
         ctl.dt = initial_step(h0, d1, abs(self.norm() / h0), DOPRI5_ORDER - 1)
-        last = None
         while ctl.running:
             t, dt, t_new = ctl.attempt()
             estimate = ctl.estimate(self.nfe)
@@ -295,20 +295,28 @@ class _Loop:
                     self.combine(row(_E), a["zero"], k[:6], k[6], a["scratch_z"], ref=(y[0], y[1]))
                 self.tick(estimate)
             if ctl.settle(self.norm(), t_new, finite=lambda: True):  # a non-finite state: NaN norms, the end check
-                last = (t, y[0], y[1], list(k), dt)
+                a["last"] = (t, y[0], y[1], list(k), dt)
                 y[0], y[1], k[0], k[6] = y[1], y[0], k[6], k[0]
         self.stop()
-        t_prev, y0, y1, ks, dt_last = last
+        t_prev, y0, y1, ks, dt_last = a["last"]
         z = dense_output((t_prev, ws.download(y0), ws.download(y1), [ws.download(x) for x in ks], dt_last), ctl)
         return ODEResult(z=z, nfe=self.nfe, n_steps=ctl.n_accepted, n_rejected=ctl.n_rejected)
 
 
-def device_solver_available(flow: Engine, step: tp.Optional[Engine], settings: SolverSettings) -> tp.Optional[str]:
-    """None when a solve with ``settings`` can keep its state on the device, else why not (one phrase)."""
+def device_solver_available(flow: Engine, step: tp.Optional[Engine], settings: SolverSettings,
+                            terms: int = 1, max_terms: tp.Optional[int] = None,
+                            frame_bytes: int = ALIGN_FLOATS * 4) -> tp.Optional[str]:
+    """None when a solve with ``settings`` can keep its state on the device, else why not (one phrase).
+    ``terms``: the solve's CFG terms, at most solver_step's profile (``max_terms``); ``frame_bytes``: one prompt's
+    state (T·D·4), a multiple of 256 so every row view is an address TensorRT takes."""
     if step is None:
         return "the export has no solver_step graph (exported before it existed: re-export)"
     if not set(layout.SLOT_NAMES) <= set(step.input_names) or "sq" not in step.output_names:
         return "the export's solver_step predates the 7-slot stage layout (re-export for the device loop)"
     if flow.device != step.device or type(flow) is not type(step):
         return f"flow_step ({type(flow).__name__}) and solver_step ({type(step).__name__}) run on different backends"
+    if max_terms is not None and terms > max_terms:
+        return f"{terms} CFG terms, solver_step's profile takes {max_terms}"
+    if frame_bytes % (ALIGN_FLOATS * 4):
+        return f"a prompt's state is {frame_bytes} bytes, not a multiple of 256 (TensorRT's tensor address alignment)"
     return None

@@ -191,7 +191,11 @@ class GenerationCore:
             return "the flow step runs on the host"
         if not isinstance(f, GuidedField):
             return "the vector field is not the core's guided field (replaced or wrapped by the caller)"
-        return device_solver_available(flow, self.engines.get("solver_step"), settings)
+        graph = self.folder.graphs.get("solver_step")
+        terms = graph.profile.get("terms") if graph is not None else None
+        return device_solver_available(flow, self.engines.get("solver_step"), settings, terms=f.n_terms,
+                                       max_terms=terms.max if terms is not None else None,
+                                       frame_bytes=self.folder.n_frames * self.folder.latent_dim * 4)
 
     # -- solve, decode ---------------------------------------------------------------------------------------
     def solve(self, settings: SolverSettings, f: VectorField, z0: np.ndarray,

@@ -31,9 +31,10 @@ SLOT_NAMES = tuple(f"k{j}" for j in range(SLOTS))
 
 
 def coefficients(coefs: tp.Sequence[float], v_slot: tp.Optional[int] = None, seen_at: float = 0.0,
-                 atol: float = 0.0, rtol: float = 0.0, width: int = SIZE) -> np.ndarray:
+                 atol: float = 1.0, rtol: float = 0.0, width: int = SIZE) -> np.ndarray:
     """A ``c`` row (float32, ``width`` ≥ :data:`SIZE` values, zero-padded): ``coefs[j]`` for slot j (at most
-    :data:`SLOTS`; the rest 0), ``v_slot`` the slot of the call's own field (None: the call adds none)."""
+    :data:`SLOTS`; the rest 0), ``v_slot`` the slot of the call's own field (None: the call adds none); the
+    default tolerances keep the squared sums of a row whose norm is not read finite."""
     if len(coefs) > SLOTS or width < SIZE:
         raise ValueError(f"at most {SLOTS} slots in a row of at least {SIZE} values")
     row = np.zeros(width, np.float32)
