@@ -19,9 +19,9 @@ an interrupted command must say what really happened.  So:
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -35,6 +35,7 @@ _settled = False  # settle() was called in the open scope: the raising handlers 
 _late: tp.List[int] = []  # signals recorded since settle(), not yet reported (take_late)
 _unhandled: tp.Optional[int] = None  # the last signal raised inside a settling() scope (swallowed if still unsettled)
 _last_raised: tp.Optional[BaseException] = None  # the exception the raising handler raised last
+_redeliver: tp.Optional[int] = None  # a signal whose exception Python swallowed, to be delivered again
 
 
 class Terminated(KeyboardInterrupt):
@@ -57,6 +58,8 @@ def exception_for(signum: int) -> KeyboardInterrupt:
 
 
 def _raise(signum: int, frame: tp.Any) -> None:
+    global _redeliver
+    _redeliver = None  # this call raises (or records) the signal: nothing to deliver again
     _received.append(signum)
     if _settled:  # the command's outcome is final: a signal now cannot change it
         _late.append(signum)
@@ -76,16 +79,30 @@ def _quiet_when_swallowed(hook: tp.Callable[[tp.Any], tp.Any]) -> tp.Callable[[t
         if _last_raised is None or unraisable.exc_value is not _last_raised:
             hook(unraisable)
             return
-        signum = signal.SIGTERM if isinstance(_last_raised, Terminated) else signal.SIGINT
+        global _redeliver
+        _redeliver = signal.SIGTERM if isinstance(_last_raised, Terminated) else signal.SIGINT
         # from another thread, a moment later: raised here (or anywhere in the callback) it would be swallowed again
-        threading.Timer(REDELIVERY_S, os.kill, (os.getpid(), signum)).start()
+        threading.Timer(REDELIVERY_S, _deliver_again).start()
     return quiet
+
+
+def _deliver_again() -> None:
+    """Run the main thread's handler for the swallowed signal, unless it was raised meanwhile (:func:`check`, a new
+    signal) — and never with the default action: ``interrupt_main`` does nothing once this module's handlers are
+    gone (``interrupt_main`` alone would still run Python's default SIGINT handler; ``os.kill`` would end the
+    process)."""
+    global _redeliver
+    signum, _redeliver = _redeliver, None
+    if signum is not None and signal.getsignal(signum) is _raise:
+        _thread.interrupt_main(signum)
 
 
 def check() -> None:
     """Raise the exception of a signal caught inside a :func:`settling` scope that never reached the command's
     handler (a native library swallowed it), unless the outcome is already settled; a no-op otherwise."""
+    global _redeliver
     if _scopes and not _settled and _unhandled is not None:
+        _redeliver = None
         raise exception_for(_unhandled)
 
 
