@@ -36,14 +36,16 @@ def _model() -> pitch_model.PitchModel:
 def lead_rows(wav: np.ndarray, sample_rate: int, params: lead.LeadParams = lead.LeadParams()
               ) -> tp.Tuple[np.ndarray, np.ndarray]:
     """The lead's salience row (0 = MIDI 43, −1 = unvoiced) per pitch-model frame (86.13 frames/s), and the
-    [T, 53] salience it was tracked on (basic-pitch's contour pooled per semitone, max with its note activation)."""
+    [T, 53] salience it was tracked on (basic-pitch's contour pooled per semitone, max with its note activation).
+    Frames more than ``params.silence_db`` below the recording's level are unvoiced (:func:`lead.active_frames`)."""
     mono = mono_at(wav, sample_rate, pitch_model.SAMPLE_RATE)
     act = _model().activations(mono)
     first = salience.FIRST_MIDI - pitch_model.BASE_MIDI
     sal = np.maximum(act.semitones(), act.note)[:, first:first + salience.N_ROWS]
     levels = lead.fundamental_levels(mono, pitch_model.SAMPLE_RATE, pitch_model.HOP, sal.shape[0], salience.FIRST_MIDI,
                                      salience.N_ROWS)
-    return lead.track(sal, levels, params), sal
+    active = lead.active_frames(mono, pitch_model.HOP, sal.shape[0], params.silence_db)
+    return lead.track(sal, levels, params, active), sal
 
 
 def melody(audio: tp.Any, sample_rate: tp.Optional[int] = None, params: lead.LeadParams = lead.LeadParams()
