@@ -101,8 +101,7 @@ class DeviceSolve:
             raise ValueError("z0 contains non-finite values (NaN or inf)")
         if z0.shape[0] != self.prompts:
             raise ValueError(f"z0 has {z0.shape[0]} prompts, the conditions {self.prompts}")
-        control = None if settings.fixed_step else Dopri5Control(
-            np.float32, **{k: v for k, v in (("rtol", settings.rtol), ("atol", settings.atol)) if v is not None})
+        control = None if settings.fixed_step else Dopri5Control(np.float32, **settings.tolerances)
         schedule = stage_evaluations(settings, np.float32) if control is None else []
         with self.flow.workspace() as ws:
             loop = _Loop(self, ws, z0, callback, cancel)

@@ -528,6 +528,11 @@ class SolverSettings:
         return self.solver != "dopri5"
 
     @property
+    def tolerances(self) -> tp.Dict[str, float]:
+        """dopri5's ``rtol``/``atol`` where given (the rest take :func:`dopri5`'s defaults)."""
+        return {k: v for k, v in (("rtol", self.rtol), ("atol", self.atol)) if v is not None}
+
+    @property
     def expected_nfe(self) -> tp.Optional[int]:
         """Evaluations of a fixed-step solve (None for dopri5: it adapts)."""
         per_step = {"euler": 1, "midpoint": 2, "heun": 2}
@@ -578,5 +583,4 @@ def solve(settings: SolverSettings, f: VectorField, z0: np.ndarray,
         raise ValueError(f"unknown solver {settings.solver!r}; use one of {', '.join(SOLVERS)}")
     if settings.fixed_step:
         return SOLVERS[settings.solver](f, z0, settings.steps, callback=callback)
-    kw = {k: v for k, v in (("rtol", settings.rtol), ("atol", settings.atol)) if v is not None}
-    return dopri5(f, z0, callback=callback, **kw)
+    return dopri5(f, z0, callback=callback, **settings.tolerances)

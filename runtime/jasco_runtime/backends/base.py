@@ -193,7 +193,8 @@ class HostWorkspace(Workspace):
         return self._wrap(np.array(array, copy=True, order="C"))
 
     def write(self, array: DeviceArray, host: np.ndarray) -> None:
-        np.copyto(host_view(check_write(array, host)), host)
+        check_write(array, host)
+        np.copyto(host_view(array), host)
 
     def download(self, array: DeviceArray) -> np.ndarray:
         return host_view(array).copy()
@@ -205,14 +206,13 @@ class HostWorkspace(Workspace):
         self.arrays.clear()
 
 
-def check_write(array: DeviceArray, host: np.ndarray) -> DeviceArray:
-    """``array`` when ``host`` (C-contiguous) has its shape and dtype, else ValueError: what every
+def check_write(array: DeviceArray, host: np.ndarray) -> None:
+    """ValueError unless ``host`` is C-contiguous with ``array``'s shape and dtype: what every
     :meth:`Workspace.write` checks."""
     if not isinstance(host, np.ndarray) or not host.flags.c_contiguous or host.shape != array.shape \
             or host.dtype != array.dtype:
         got = f"{list(host.shape)} {host.dtype}" if isinstance(host, np.ndarray) else type(host).__name__
         raise ValueError(f"write a C-contiguous {list(array.shape)} {array.dtype} array, not {got}")
-    return array
 
 
 def host_view(array: DeviceArray) -> np.ndarray:
@@ -246,11 +246,11 @@ def row_slices(n: int, limit: tp.Optional[int]) -> tp.List[slice]:
 
 
 def row_chunks(inputs: tp.Mapping[str, tp.Any], limit: tp.Optional[int],
-               whole: tp.AbstractSet[str] = frozenset()) -> tp.List[tp.Dict[str, tp.Any]]:
+               whole: tp.AbstractSet[str] = frozenset()) -> tp.List[tp.Tuple[slice, tp.Dict[str, tp.Any]]]:
     """Split a batch (axis 0 of every input but those in ``whole``, which every chunk takes as they are) into
-    consecutive chunks of at most ``limit`` rows (None: one)."""
+    consecutive chunks of at most ``limit`` rows (None: one): [(row slice, chunk)]."""
     n = int(next(v for k, v in inputs.items() if k not in whole).shape[0])
-    return [{k: v if k in whole else v[s] for k, v in inputs.items()} for s in row_slices(n, limit)]
+    return [(s, {k: v if k in whole else v[s] for k, v in inputs.items()}) for s in row_slices(n, limit)]
 
 
 @contextlib.contextmanager
@@ -258,17 +258,15 @@ def bound_chunks(engine: Engine, arrays: tp.Mapping[str, np.ndarray]
                  ) -> tp.Iterator[tp.List[tp.Tuple[slice, tp.Dict[str, tp.Any]]]]:
     """``arrays`` split into chunks of the engine's own profile, each bound to its device once for the block:
     [(row slice, bound feeds)].  Repeated calls (an ODE solve, a timed benchmark) then copy nothing of them."""
-    whole = engine.whole_inputs
     with contextlib.ExitStack() as stack:
         yield [(s, stack.enter_context(engine.bind(chunk)))
-               for s, chunk in zip(row_slices(int(next(v for k, v in arrays.items() if k not in whole).shape[0]),
-                                              engine.max_batch), row_chunks(arrays, engine.max_batch, whole))]
+               for s, chunk in row_chunks(arrays, engine.max_batch, engine.whole_inputs)]
 
 
 def run_chunked(engine: Engine, feeds: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
     """``engine.run`` over row chunks no larger than the engine's own profile (``engine.max_batch``): the one
     place a call is chunked (pipeline, verify, benchmarks)."""
-    parts = [engine.run(chunk) for chunk in row_chunks(feeds, engine.max_batch, engine.whole_inputs)]
+    parts = [engine.run(chunk) for _, chunk in row_chunks(feeds, engine.max_batch, engine.whole_inputs)]
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
